@@ -1,0 +1,50 @@
+"""Shared fixtures: small simulated datasets and the location of ../shared/data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def shared_data(*parts: str) -> Path:
+    """Path under ../shared/data; skips the test when it is absent (a user's fresh clone)."""
+    p = SHARED_DATA.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"real data not available: {p}")
+    return p
+
+
+@pytest.fixture
+def small_adata():
+    """300 cells x 3 modalities x 600 bins over 3 chromosomes, two batches, set up."""
+    import convnetvae as cv
+
+    adata = cv.simulate(n_cells=300, n_bins=600, n_types=4, n_chromosomes=3, seed=3)
+    cv.ConvNetVAE.setup_anndata(adata, modalities=["ATAC", "H3K27ac", "H3K27me3"],
+                                batch_key="batch", labels_key="cell_type")
+    return adata
+
+
+@pytest.fixture
+def tmp_out(tmp_path):
+    return tmp_path
+
+
+def fast_train_kwargs(**kw):
+    base = dict(max_epochs=3, progress=False, validation_size=0.1, batch_size=64)
+    base.update(kw)
+    return base
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
