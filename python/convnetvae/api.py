@@ -396,19 +396,26 @@ class ConvNetVAE:
             raise ConvNetVAEError(
                 f"{d} was saved by a newer convnetvae (model format {fmt}, this version reads up "
                 f"to {MODEL_FORMAT}); upgrade convnetvae")
+        contract.check_saved_config(config, str(cfg_path))
         try:
             mcfg = module_config_from_dict(config["module"])
             registry = dict(config["registry"])
             bins = pd.DataFrame({"chrom": config["bins"]["chrom"],
                                  "start": config["bins"]["start"], "end": config["bins"]["end"]},
                                 index=config["bins"].get("names"))
-        except (KeyError, TypeError) as err:
-            raise ConvNetVAEError(f"{cfg_path} is incomplete: missing {err}") from None
+        except ConvNetVAEError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            what = f"missing {err}" if isinstance(err, KeyError) else f"{type(err).__name__}: {err}"
+            raise ConvNetVAEError(f"{cfg_path} is incomplete or invalid ({what})") from None
         try:
             state = load_file(str(w_path))
         except (SafetensorError, OSError) as err:
             raise ConvNetVAEError(f"{w_path} is corrupted or truncated: {err}") from None
-        module = VAE(mcfg)
+        try:
+            module = VAE(mcfg)
+        except (TypeError, ValueError, RuntimeError) as err:  # ConvNetVAEError is a ValueError
+            raise ConvNetVAEError(f"{cfg_path} has invalid model settings: {err}") from None
         try:
             module.load_state_dict(state)
         except RuntimeError as err:

@@ -148,6 +148,7 @@ class Trainer:
         self.bad_epochs = 0
         self.start_epoch = 0
         self.lr_lowered = False
+        self.is_main = True  # False on non-zero ranks of distributed training (no checkpoints)
 
     # ------------------------------------------------------------------ one pass
     def _kl_weight(self, epoch: int) -> float:
@@ -195,8 +196,11 @@ class Trainer:
                 raise _NonFinite(epoch)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if self.config.grad_clip:
-                torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.config.grad_clip)
+            # the total gradient norm (clipped when grad_clip is set; inf = only measure it)
+            gnorm = torch.nn.utils.clip_grad_norm_(self.module.parameters(),
+                                                   self.config.grad_clip or math.inf)
+            if not torch.isfinite(gnorm):  # finite loss, non-finite gradient: stop before step
+                raise _NonFinite(epoch)
             self.optimizer.step()
             b = mb.x.shape[0]
             sums += torch.stack([(recon - kl).sum(), recon.sum(), kl.sum()]).detach().double()
@@ -261,8 +265,8 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{row['train_loss']:.1f}",
                                 val=f"{row.get('validation_loss', float('nan')):.1f}")
-                if cfg.checkpoint_dir and (epoch % max(1, cfg.checkpoint_every) == 0
-                                           or epoch == cfg.max_epochs):
+                if cfg.checkpoint_dir and self.is_main and (
+                        epoch % max(1, cfg.checkpoint_every) == 0 or epoch == cfg.max_epochs):
                     save_checkpoint(self, cfg.checkpoint_dir, epoch)
                 if self.callback is not None:
                     self.callback(epoch, dict(row))

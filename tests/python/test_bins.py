@@ -184,3 +184,15 @@ def test_select_top_bins_on_simulated_data_writes_h5ad(tmp_path):
     out.write_h5ad(tmp_path / "sel.h5ad")
     back = ad.read_h5ad(tmp_path / "sel.h5ad")
     assert back.uns[SELECTION_KEY]["n_bins"] == 500
+
+
+def test_sort_bins_into_natural_order():
+    from convnetvae.data import sort_bins
+
+    names = ["chr10:0-10", "chr2:10-20", "chrX:0-10", "chr2:0-10", "chr1-1-10"]
+    a = ad.AnnData(obs=pd.DataFrame(index=["c"]), var=pd.DataFrame(index=names),
+                   layers={"A": sp.csr_matrix(np.arange(5)[None, :])})
+    out = sort_bins(a)
+    assert list(out.var_names) == ["chr1-1-10", "chr2:0-10", "chr2:10-20", "chr10:0-10", "chrX:0-10"]
+    assert list(out.var["start"]) == [0, 0, 10, 0, 0]
+    np.testing.assert_array_equal(out.layers["A"].toarray(), [[4, 3, 1, 0, 2]])

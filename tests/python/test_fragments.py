@@ -211,6 +211,7 @@ def test_real_signac_fragment_file():
     assert _as_dict(a, "ATAC") == ref
 
 
+@pytest.mark.slow
 def test_memory_stays_bounded_on_millions_of_fragments(tmp_path):
     """Peak RSS when binning 3M fragments stays close to binning 300k (same cells and bins)."""
     df = random_fragments(100_000, n_cells=200, seed=11, chrom_sizes={"chr1": 2_000_000})
@@ -331,3 +332,30 @@ def test_convnetvae_cli_dispatches_bin(tmp_path):
                           "--chrom-sizes", str(sizes), "--out", str(out), "--no-progress"],
                          capture_output=True, text=True)
     assert res.returncode == 2 and "line 1: end must be greater" in res.stderr
+
+
+@pytest.mark.slow
+def test_output_passes_the_data_contract_and_trains(tmp_path):
+    """read_fragments -> select_top_bins -> setup_anndata -> a one-epoch model: the pipeline's
+    output is what the model consumes, missing modalities included."""
+    from convnetvae.data.bins import select_top_bins
+    from convnetvae.data.contract import setup_anndata
+
+    files = {}
+    for i, m in enumerate(["ATAC", "H3K27me3"]):
+        files[m] = []
+        for s in range(2):
+            df = random_fragments(3000, n_cells=30, seed=20 + 2 * i + s)
+            if m == "H3K27me3":  # five cells without this modality
+                df = df[~df.barcode.isin([f"CELL{j:05d}-1" for j in range(5)])]
+            files[m].append(write_fragments(df, tmp_path / f"{m}{s}.tsv.gz"))
+    a = read_fragments(files, bin_size=20_000, chrom_sizes=CHROM_SIZES, min_counts=1,
+                       samples=["s1", "s2"])
+    assert a.obsm["modality_mask"].sum(axis=0).tolist() == [60, 50]
+    a = select_top_bins(a, n_bins=60)
+    reg = setup_anndata(a, batch_key="sample")
+    assert reg["modalities"] == ["ATAC", "H3K27me3"] and reg["n_bins"] == 60
+    api = pytest.importorskip("convnetvae.api")
+    model = api.ConvNetVAE(a, architecture="conv-k11s11", n_latent=4)
+    model.train(max_epochs=1, batch_size=16, progress=False, early_stopping=False)
+    assert model.get_latent_representation().shape == (a.n_obs, 4)

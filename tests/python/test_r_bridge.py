@@ -19,7 +19,7 @@ import scipy.sparse as sp
 
 from convnetvae.errors import ConvNetVAEError
 from convnetvae.r import bridge
-from convnetvae.r.align import build_anndata, window_grid
+from convnetvae.r.align import build_anndata
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "inst" / "extdata" / "example_seurat.rds"
@@ -116,11 +116,16 @@ def test_build_anndata_rebins_and_aligns_modalities():
     assert adata.uns["modalities"] == ["A", "B"]
 
 
-def test_window_grid_is_in_natural_genome_order():
-    f = {"A": pd.DataFrame({"chrom": ["chr10", "chr2", "chrX", "chr2"],
-                            "start": [0, 50_000, 0, 0], "end": [10_000, 60_000, 10_000, 10_000]})}
-    grid = window_grid(f, 10_000)
-    assert list(grid.index) == ["chr2:0-10000", "chr2:50000-60000", "chr10:0-10000", "chrX:0-10000"]
+def test_bins_are_in_natural_genome_order_and_cells_keep_their_order():
+    obs = pd.DataFrame({"batch": ["x", "y", "x"]}, index=["c", "a", "b"])
+    x = sp.csr_matrix(np.array([[1, 0, 2, 0], [0, 3, 0, 1], [1, 1, 1, 1]]))
+    names = ["chr10-1-10000", "chr2-50001-60000", "chrX-1-10000", "chr2-1-10000"]
+    adata = build_anndata({"A": x}, {"A": names}, obs)
+    assert list(adata.var_names) == ["chr2:0-10000", "chr2:50000-60000", "chr10:0-10000",
+                                     "chrX:0-10000"]
+    assert list(adata.obs_names) == ["c", "a", "b"]
+    assert list(adata.obs["batch"]) == ["x", "y", "x"]
+    np.testing.assert_array_equal(adata.layers["A"].toarray(), x.toarray()[:, [3, 1, 0, 2]])
 
 
 def test_no_shared_bins_and_bad_names_are_clear_errors():
@@ -271,8 +276,11 @@ def test_read_seurat_write_reduction_and_read_back_in_r(tmp_path):
 def test_read_sce_main_plus_altexps_and_write_reduced_dim(tmp_path):
     from convnetvae.r import read_sce, write_reduction
 
+    import rpy2.robjects as ro
+
+    # written by R (the R embedded in this process, to load Bioconductor only once)
     sce_path = tmp_path / "sce.rds"
-    rscript(
+    ro.r(
         "suppressMessages({library(SingleCellExperiment)}); "
         f"o <- readRDS('{EXAMPLE}'); "
         "cnt <- function(a) SeuratObject::GetAssayData(o, assay = a, slot = 'counts'); "
@@ -285,10 +293,25 @@ def test_read_sce_main_plus_altexps_and_write_reduced_dim(tmp_path):
     assert adata.obs["cell_type"].notna().all()
     z = np.arange(600, dtype=float).reshape(300, 2)
     out = write_reduction(sce_path, z, tmp_path / "sce_out.rds", name="CONVNETVAE")
-    txt = rscript(f"suppressMessages(library(SingleCellExperiment)); s <- readRDS('{out}'); "
-                  "r <- reducedDim(s, 'CONVNETVAE'); cat(dim(r), r[300, 2])")
-    assert txt.split() == ["300", "2", "599"]
+    got = ro.r(f"r <- reducedDim(readRDS('{out}'), 'CONVNETVAE'); c(dim(r), r[300, 2])")
+    assert list(got) == [300, 2, 599]
     np.testing.assert_allclose(read_sce(out).obsm["X_CONVNETVAE"], z)
+
+
+@pytest.mark.r
+@pytest.mark.skipif(not _have_r(), reason="needs R, rpy2, anndata2ri")
+def test_example_fragment_file_bins_to_the_example_atac_counts():
+    from convnetvae.data.fragments import read_fragments
+    from convnetvae.r import read_seurat
+
+    frags = read_fragments({"ATAC": ROOT / "inst" / "extdata" / "example_fragments.tsv.gz"},
+                           chrom_sizes={"chr1": 8_000_000, "chr2": 7_000_000, "chr3": 5_000_000},
+                           min_counts=1)
+    seurat = read_seurat(EXAMPLE, assays=["ATAC"])
+    cells = list(seurat.obs_names[:30])
+    assert sorted(frags.obs_names) == sorted(cells)
+    a = frags[cells, seurat.var_names].layers["ATAC"].toarray()
+    np.testing.assert_array_equal(a, seurat[cells].layers["ATAC"].toarray())
 
 
 @pytest.mark.r

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import anndata as ad
 import ipywidgets as w
 import numpy as np
@@ -12,7 +10,7 @@ import pytest
 import scipy.sparse as sp
 
 from convnetvae.errors import ConvNetVAEError
-from convnetvae.widgets.plots import loss_figure, tracks_figure
+from convnetvae.widgets.plots import loss_figure
 from convnetvae.widgets.render import figure_to_png
 from convnetvae.widgets.tracks import compute_tracks, default_region, parse_region
 from convnetvae.widgets.views import EmbeddingView, GenomeTrackView, embedding_bases
@@ -44,11 +42,12 @@ def test_embedding_of_100k_cells_renders_in_a_second_or_two(big):
     assert view.basis.value == "X_umap" and view.color.value == "cluster"
     assert view.body.children == (view.image,)
     assert view.image.value[:8] == PNG
-    assert view.render_seconds < 3.0, f"100,000 cells took {view.render_seconds:.2f} s"
+    # CPU time, so a busy machine does not make the test flaky (about 0.5 s when idle)
+    assert view.render_cpu_seconds < 2.0, f"100,000 cells took {view.render_cpu_seconds:.2f} s"
+    assert view.render_seconds < 20.0
     categorical_png = view.image.value
-    t0 = time.perf_counter()
     view.color.value = "depth"  # a continuous column: colour bar instead of legend
-    assert time.perf_counter() - t0 < 3.0
+    assert view.render_cpu_seconds < 2.0
     assert view.n_renders == 2 and view.image.value != categorical_png
     view.color.value = None
     assert view.n_renders == 3

@@ -126,6 +126,17 @@ def test_data_train_embed_cluster_tracks_evaluate(adata):
     table = ev.result
     assert {"asw_batch", "asw_label", "nmi", "batch", "bio", "overall"} <= set(table["metric"])
     assert "<table" in ev.output.children[0].value
+    assert table.set_index("metric").loc["overall", "value"] is not None
+    # with a single batch the batch-removal metrics are undefined, and the table says why
+    adata.obs["one_batch"] = "all"
+    wb.refresh()
+    ev.set_values(batch_key="one_batch")
+    ev.button.click()
+    assert ev.error is None, ev.error
+    t1 = ev.result.set_index("metric")
+    assert t1.loc["asw_batch", "value"] is None or np.isnan(t1.loc["asw_batch", "value"])
+    assert "batch" in t1.loc["asw_batch", "note"]
+    assert t1.loc["asw_label", "note"] == ""
 
 
 def test_stop_mid_run_keeps_the_model_and_history(adata):

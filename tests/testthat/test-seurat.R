@@ -26,9 +26,11 @@ test_that("RunConvNetVAE.Seurat stores a complete reduction and logs the command
   expect_identical(SeuratObject::Key(red), "convnetvae_")
   expect_identical(SeuratObject::DefaultAssay(red), "ATAC")
   expect_true(all(is.finite(emb)))
-  expect_gt(stats::sd(emb[, 1]), 0)
+  expect_gt(sd(emb[, 1]), 0)
   misc <- SeuratObject::Misc(red)
-  expect_setequal(names(misc), c("config", "history", "model.dir", "assays", "group.by.vars"))
+  expect_setequal(names(misc), c("config", "history", "bins", "model.dir", "assays", "group.by.vars"))
+  expect_length(misc$bins, misc$config$n_bins)
+  expect_match(misc$bins[1], "^chr1:[0-9]+-[0-9]+$")
   expect_identical(misc$assays, modalities)
   expect_identical(misc$group.by.vars, "batch")
   expect_equal(misc$config$architecture, "conv-k11s11")
@@ -105,6 +107,26 @@ test_that("errors from Python arrive as R conditions with the Python message", {
   )
   expect_identical(obj, before)
   expect_length(SeuratObject::Reductions(obj), 0L)
+})
+
+test_that("an error after training (model.dir not usable) leaves no half-added reduction", {
+  skip_if_no_python_core()
+  obj <- example_object()
+  before <- obj
+  foreign <- file.path(tempdir(), "someone-elses-dir")
+  dir.create(foreign, showWarnings = FALSE)
+  writeLines("keep me", file.path(foreign, "notes.txt"))
+  expect_error(
+    RunConvNetVAE(obj,
+      assays = modalities[1:2], architecture = "conv-k11s11", n.latent = 4, max.epochs = 1,
+      n.bins = 300, verbose = FALSE, validation.size = 0, model.dir = foreign
+    ),
+    "holds no ConvNetVAE model",
+    class = "convnetvae_python_error"
+  )
+  expect_identical(obj, before)
+  expect_length(SeuratObject::Reductions(obj), 0L)
+  expect_identical(readLines(file.path(foreign, "notes.txt")), "keep me")
 })
 
 test_that("ProjectConvNetVAE stops clearly on a missing model directory", {

@@ -372,3 +372,24 @@ def select_top_bins(
         "per_modality": per_mod,
     }
     return out
+
+
+def sort_bins(adata, copy: bool = True):
+    """Return ``adata`` with its bins (var) in natural genome order.
+
+    Coordinates come from ``var`` columns ``chrom``/``start``/``end`` or, when absent, from the
+    var names (any style of :func:`parse_bin_names`; the columns are then added).
+    """
+    var = adata.var
+    if {"chrom", "start", "end"} <= set(var.columns):
+        coords = pd.DataFrame({"chrom": var["chrom"].astype(str).to_numpy(),
+                               "start": np.asarray(var["start"], dtype=np.int64),
+                               "end": np.asarray(var["end"], dtype=np.int64)}, index=var.index)
+    else:
+        coords = parse_bin_names(adata.var_names)
+    order = genome_order(coords)
+    out = adata[:, order]
+    out = out.copy() if copy else out
+    for c in ("chrom", "start", "end"):
+        out.var[c] = coords[c].to_numpy()[order]
+    return out

@@ -336,3 +336,72 @@ def check_same_bins(adata: ad.AnnData, bins: pd.DataFrame, modalities: Sequence[
             f"bin {i} differs from the model's: data has {v['chrom'].iloc[i]}:{v['start'].iloc[i]}-"
             f"{v['end'].iloc[i]}, model has {bins['chrom'].iloc[i]}:{bins['start'].iloc[i]}-"
             f"{bins['end'].iloc[i]}; use the same bins the model was trained on")
+
+
+def check_saved_config(config: dict, where: str) -> None:
+    """Check the structure of a saved model's ``config.json`` (see ``ConvNetVAE.save``).
+
+    A damaged or hand-edited config raises a :class:`ConvNetVAEError` naming the field, instead
+    of failing later with an unrelated error.
+
+    Parameters
+    ----------
+    config
+        The parsed JSON object.
+    where
+        The file, for messages.
+    """
+    def bad(field: str, want: str) -> ConvNetVAEError:
+        return ConvNetVAEError(f"{where} is damaged: {field} must be {want}; re-save the model")
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def str_list(v: Any) -> bool:
+        return isinstance(v, list) and all(isinstance(s, str) for s in v)
+
+    module, reg, bins = config.get("module"), config.get("registry"), config.get("bins")
+    if not isinstance(module, dict):
+        raise bad("'module'", "an object")
+    if not isinstance(reg, dict):
+        raise bad("'registry'", "an object")
+    if not isinstance(bins, dict):
+        raise bad("'bins'", "an object")
+    mods = reg.get("modalities")
+    if not str_list(mods) or not mods or len(set(mods)) != len(mods):
+        raise bad("registry.modalities", "a non-empty list of distinct layer names")
+    for key in ("batch_key", "labels_key", "mask_key"):
+        if reg.get(key) is not None and not isinstance(reg.get(key), str):
+            raise bad(f"registry.{key}", "a column name or null")
+    cats = reg.get("batch_categories", [])
+    if not str_list(cats) or len(set(cats)) != len(cats):
+        raise bad("registry.batch_categories", "a list of distinct batch names")
+    if not isinstance(reg.get("has_missing", False), bool):
+        raise bad("registry.has_missing", "true or false")
+    lengths = module.get("chrom_lengths")
+    if not isinstance(lengths, list) or not lengths or not all(
+            is_int(n) and n > 0 for n in lengths):
+        raise bad("module.chrom_lengths", "a non-empty list of positive bin counts")
+    if module.get("n_modalities") != len(mods):
+        raise bad("module.n_modalities", f"the number of modalities ({len(mods)})")
+    if module.get("n_batches") != max(1, len(cats)):
+        raise bad("module.n_batches", f"the number of batches ({max(1, len(cats))})")
+    chrom, start, end = bins.get("chrom"), bins.get("start"), bins.get("end")
+    n = sum(lengths)
+    if not str_list(chrom) or len(chrom) != n:
+        raise bad("bins.chrom", f"a list of {n} chromosome names")
+    for field, v in (("start", start), ("end", end)):
+        if not isinstance(v, list) or len(v) != n or not all(is_int(x) for x in v):
+            raise bad(f"bins.{field}", f"a list of {n} integers")
+    names = bins.get("names")
+    if names is not None and (not str_list(names) or len(names) != n):
+        raise bad("bins.names", f"a list of {n} bin names or null")
+    if any(s < 0 or e <= s for s, e in zip(start, end)):
+        raise bad("bins.start/end", "0-based half-open intervals (0 <= start < end)")
+    hist = config.get("history", [])
+    if not isinstance(hist, list) or not all(isinstance(r, dict) for r in hist):
+        raise bad("'history'", "a list of per-epoch objects")
+    if not isinstance(config.get("train_config", {}), dict):
+        raise bad("'train_config'", "an object")
+    if not is_int(config.get("seed", 0)):
+        raise bad("'seed'", "an integer")

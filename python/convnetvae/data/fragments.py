@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 import os
 import re
 import shutil
@@ -231,13 +230,11 @@ def _count_file(
                         f"found {n_fields}")
     n_extra = _N_EXTRA if skip_malformed else 1
     names = [f"f{i}" for i in range(n_fields + n_extra)]
-    usecols = [0, 1, 2, 3] + list(range(n_fields, n_fields + n_extra))
     extra_cols = [names[i] for i in range(n_fields, n_fields + n_extra)]
     # barcode lookup: raw barcode -> cell row (or -1 = not a wanted cell)
     bc_index: dict[str, int] = {}
     cell_ids: list[str] = []
     cell_row: dict[str, int] = {}
-    chrom_off: dict[str, int] = {}
     acc = _CsrAccumulator(genome.n_bins)
     frag_per_cell = np.zeros(0, dtype=np.int64)
     stats = {"file": str(path), "n_lines": 0, "n_fragments": 0, "n_malformed": 0,
@@ -250,20 +247,23 @@ def _count_file(
         reader = pd.read_csv(
             src.stream, sep="\t", header=None, names=names,
             skiprows=n_header, chunksize=chunk_size, engine="c", quoting=csv.QUOTE_NONE,
-            dtype={"f0": "category", "f3": "category"}, skip_blank_lines=False,
+            dtype={"f0": str, "f3": str}, skip_blank_lines=False,
             na_filter=True, keep_default_na=False, na_values=[""], low_memory=True,
         )
         for chunk in reader:
             n = len(chunk)
             first_line = n_header + rows_before + 1
             bad = np.zeros(n, dtype=bool)
+            # hash-based factorisation (no sorting of categories), -1 for missing values
+            chrom_codes, cats = pd.factorize(chunk["f0"].to_numpy(), sort=False)
+            bcodes, bcats = pd.factorize(chunk["f3"].to_numpy(), sort=False)
             # wrong column count: a missing barcode (fewer fields) or a sentinel value (more)
-            fewer = chunk["f3"].isna().to_numpy()
+            fewer = bcodes < 0
             more = np.zeros(n, dtype=bool)
             for c in extra_cols:
                 more |= chunk[c].notna().to_numpy()
             wrong = fewer | more
-            blank = fewer & chunk["f0"].isna().to_numpy() & chunk["f1"].isna().to_numpy()
+            blank = fewer & (chrom_codes < 0) & chunk["f1"].isna().to_numpy()
             wrong &= ~blank
             bad |= wrong
             # integer coordinates
@@ -282,8 +282,6 @@ def _count_file(
             start, end = coords
             invalid = (end <= start) | (start < 0)
             bad |= invalid & ~blank
-            chrom_codes = chunk["f0"].cat.codes.to_numpy()
-            cats = chunk["f0"].cat.categories
             # chromosome lookup per category
             off = np.full(len(cats), -1, dtype=np.int64)
             length = np.zeros(len(cats), dtype=np.int64)
@@ -331,10 +329,8 @@ def _count_file(
             keep = on_chrom & ~bad & ~blank
             stats["n_other_chrom"] += int(((o == -2) & ~bad & ~blank).sum())
             # barcodes -> cell rows
-            bcats = chunk["f3"].cat.categories
             bmap = np.fromiter((_lookup(b, bc_index, cell_ids, cell_row, resolve) for b in bcats),
                                dtype=np.int64, count=len(bcats))
-            bcodes = chunk["f3"].cat.codes.to_numpy()
             cell = np.where(bcodes >= 0, bmap[bcodes] if len(bmap) else -1, -1)
             unwanted = keep & (cell < 0)
             stats["n_unwanted_barcode"] += int(unwanted.sum())
@@ -508,7 +504,8 @@ def read_fragments(
     anndata.AnnData
         ``layers[modality]`` CSR int32 cells x bins; ``var`` chrom/start/end in genome order
         (names ``chr1:0-10000``), blacklisted bins removed; ``obs`` with ``n_counts_<modality>``,
-        ``n_fragments_<modality>`` (and ``batch_key``); ``obsm["modality_mask"]``;
+        ``n_fragments_<modality>`` (and ``batch_key``), cells ordered by sample then id;
+        ``obsm["modality_mask"]``;
         ``uns["modalities"]`` and ``uns["convnetvae_fragments"]`` (per-file statistics).
     """
     import anndata as ad
@@ -611,64 +608,67 @@ def read_fragments(
         if pbar is not None:
             pbar.close()
 
-    # union of observed cells
-    observed: dict[str, dict[str, tuple[int, int]]] = {}
+    # cells observed per modality and file (vectorised: files can hold 10^5-10^6 barcodes)
+    observed: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}  # m -> [(cell ids, rows)]
     for m in modalities:
-        obs_m: dict[str, tuple[int, int]] = {}
-        for fi, (counts, ids, nfrag) in enumerate(per_mod[m]):
-            ok = np.flatnonzero(nfrag >= mins[m])
-            for r in ok:
-                cid = ids[r]
-                if cid in obs_m:
-                    raise ConvNetVAEError(
-                        f"cell {cid!r} appears in two {m} fragment files; give distinct sample "
-                        "names or barcodes")
-                obs_m[cid] = (fi, int(r))
-        observed[m] = obs_m
-    if drop_incomplete:
-        cells = set.intersection(*(set(o) for o in observed.values()))
-    else:
-        cells = set.union(*(set(o) for o in observed.values()))
-    if not cells:
+        observed[m] = []
+        for counts, ids, nfrag in per_mod[m]:
+            rows = np.flatnonzero(nfrag >= mins[m])
+            observed[m].append((np.asarray(ids, dtype=object)[rows], rows))
+        allm = pd.Index(np.concatenate([c for c, _ in observed[m]]))
+        if allm.has_duplicates:
+            raise ConvNetVAEError(
+                f"cell {allm[allm.duplicated()][0]!r} appears in two {m} fragment files; give "
+                "distinct sample names or barcodes")
+    # cell order: by sample, then by cell id
+    per_sample = []
+    for fi in range(n_samples):
+        ids_fi = [observed[m][fi][0] for m in modalities]
+        if drop_incomplete:
+            common = pd.Index(ids_fi[0])
+            for other in ids_fi[1:]:
+                common = common.intersection(pd.Index(other))
+            per_sample.append(np.sort(common.to_numpy(dtype=object).astype(str)))
+        else:
+            per_sample.append(np.unique(np.concatenate(ids_fi).astype(str)))
+    cell_index = pd.Index(np.concatenate(per_sample).astype(object))
+    if len(cell_index) == 0:
         raise ConvNetVAEError(
             "no cell passes the filters: "
-            + ", ".join(f"{m}: {len(o)} cells with >= {mins[m]} fragments" for m, o in observed.items())
+            + ", ".join(f"{m}: {sum(len(c) for c, _ in observed[m])} cells with >= {mins[m]} "
+                        "fragments" for m in modalities)
             + (" (drop_incomplete=True keeps only cells observed in every modality)"
                if drop_incomplete else "")
             + ". Lower min_counts or check the barcodes")
-    # order: by sample, then first appearance in the first modality that has the cell
-    order_key: dict[str, tuple] = {}
-    for mi, m in enumerate(modalities):
-        for cid, (fi, r) in observed[m].items():
-            k = (fi, mi, r)
-            if cid in cells and (cid not in order_key or k < order_key[cid]):
-                order_key[cid] = k
-    cell_list = sorted(cells, key=lambda c: order_key[c])
-    cell_pos = {c: i for i, c in enumerate(cell_list)}
+    if not cell_index.is_unique:  # the same cell id in two samples (only with barcode maps)
+        raise ConvNetVAEError(
+            f"cell {cell_index[cell_index.duplicated()][0]!r} appears in two samples")
+    n_cells_total = len(cell_index)
     keep_bins = ~blacklist_bins(bins, blacklist)
-    layers = {}
-    mask = np.zeros((len(cell_list), len(modalities)), dtype=bool)
-    nfr = {}
     col_map = np.cumsum(keep_bins) - 1  # old bin -> new column (blacklisted bins dropped)
     n_keep = int(keep_bins.sum())
+    layers = {}
+    mask = np.zeros((n_cells_total, len(modalities)), dtype=bool)
+    nfr = {}
     for mi, m in enumerate(modalities):
-        nf = np.zeros(len(cell_list), dtype=np.int64)
+        nf = np.zeros(n_cells_total, dtype=np.int64)
         pieces = []
         for fi, (counts, ids, nfrag) in enumerate(per_mod[m]):
-            src = np.full(len(cell_list), -1, dtype=np.int64)
-            for cid, (f2, r) in observed[m].items():
-                if f2 == fi and cid in cell_pos:
-                    src[cell_pos[cid]] = r
-            hit = src >= 0
-            if not hit.any():
+            cids, rows = observed[m][fi]
+            pos = cell_index.get_indexer(cids)
+            ok = pos >= 0
+            if not ok.any():
                 continue
+            src = np.full(n_cells_total, -1, dtype=np.int64)
+            src[pos[ok]] = rows[ok]
+            hit = src >= 0
             nf[hit] = nfrag[src[hit]]
             mask[hit, mi] = True
             pieces.append(_take_rows(counts, src, keep_bins, col_map, n_keep))
             per_mod[m][fi] = (None, ids, nfrag)  # free the file's matrix early
             del counts
         if not pieces:
-            X = sp.csr_matrix((len(cell_list), n_keep), dtype=np.int32)
+            X = sp.csr_matrix((n_cells_total, n_keep), dtype=np.int32)
         else:
             X = pieces[0]
             for extra in pieces[1:]:  # cells are disjoint across files: a sum places them
@@ -677,13 +677,10 @@ def read_fragments(
         layers[m] = X
         nfr[m] = nf
     var = bins[keep_bins].copy()
-    obs = pd.DataFrame(index=pd.Index(cell_list, name=None))
+    obs = pd.DataFrame(index=cell_index)
     if multi:
-        sample_of = {}
-        for m in modalities:
-            for cid, (fi, r) in observed[m].items():
-                sample_of.setdefault(cid, samples[fi])
-        obs[batch_key] = pd.Categorical([sample_of[c] for c in cell_list], categories=samples)
+        sample_idx = np.repeat(np.arange(n_samples), [len(c) for c in per_sample])
+        obs[batch_key] = pd.Categorical.from_codes(sample_idx, categories=samples)
     for mi, m in enumerate(modalities):
         obs[f"n_counts_{m}"] = np.asarray(layers[m].sum(axis=1)).ravel().astype(np.int64)
         obs[f"n_fragments_{m}"] = nfr[m]

@@ -24,6 +24,7 @@ import scipy.sparse as sp
 
 from ..errors import ConvNetVAEError
 from .bins import blacklist_bins, infer_bin_size, parse_bin_names, rebin_matrix
+from .contract import check_counts
 from .genome import BedLike, ChromSizesLike, check_bin_size, make_bins, read_chrom_sizes
 
 COUNTS_KEY = "convnetvae_counts"
@@ -46,12 +47,6 @@ def reads_to_fragments(x: sp.spmatrix | np.ndarray):
 # --------------------------------------------------------------------------------------------
 # single-input loaders: (cells x features CSR, features DataFrame, barcodes Index, obs or None)
 # --------------------------------------------------------------------------------------------
-
-
-def _open_text(p: Path):
-    with open(p, "rb") as fh:
-        gz = fh.read(2) == b"\x1f\x8b"
-    return gzip.open(p, "rt") if gz else open(p)
 
 
 def read_10x_h5(path: str | os.PathLike):
@@ -381,8 +376,6 @@ def read_counts(
     for mi, m in enumerate(modalities):
         a, c = loaded[m], coords[m]
         X = a.X
-        from .contract import check_counts
-
         X = check_counts(X, m)
         if m in r2f:
             X = reads_to_fragments(X)

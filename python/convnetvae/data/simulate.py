@@ -67,7 +67,7 @@ def simulate(
     library_size: float | Mapping[str, float] | None = None,
     library_sd: float = 0.5,
     program_strength: float = 0.55,
-    batch_strength: float = 0.8,
+    batch_strength: float = 1.0,
     missing: Mapping[str, float] | None = None,
     seed: int = 0,
 ) -> ad.AnnData:
@@ -178,18 +178,22 @@ def simulate(
         profiles[m] = prof
 
     # ---- batches -------------------------------------------------------------------------
-    batch_bias = {m: np.stack([np.exp(batch_strength * 0.7 * _smooth(rng, n_bins, 20))
+    # smooth GC/mappability-like bias along the genome, a few sample-specific artefact peaks,
+    # a shifted sequencing depth and a shifted signal-to-noise (fraction of counts in the
+    # program, like FRiP) per batch
+    batch_bias = {m: np.stack([np.exp(batch_strength * 0.35 * _smooth(rng, n_bins, 20))
                                for _ in range(n_batches)]) for m in modalities}
-    batch_peaks = {m: [rng.choice(n_bins, size=max(4, n_loci // 3), replace=False)
+    batch_peaks = {m: [rng.choice(n_bins, size=max(2, n_loci // 10), replace=False)
                        for _ in range(n_batches)] for m in modalities}
-    batch_depth = np.exp(batch_strength * 0.3 * rng.standard_normal(n_batches))
+    batch_depth = np.exp(batch_strength * 0.4 * rng.standard_normal(n_batches))
+    batch_snr = np.exp(batch_strength * 0.25 * rng.standard_normal(n_batches))
 
     # ---- cells ---------------------------------------------------------------------------
     type_weights = rng.dirichlet(np.full(n_types, 5.0))
     cell_type = rng.choice(n_types, size=n_cells, p=type_weights)
     batch = rng.integers(0, n_batches, size=n_cells)
-    strength = np.clip(rng.beta(8 * program_strength, 8 * (1 - program_strength), size=n_cells),
-                       0.02, 0.98)
+    strength = np.clip(rng.beta(8 * program_strength, 8 * (1 - program_strength), size=n_cells)
+                       * batch_snr[batch], 0.02, 0.98)
     if library_size is None:
         library_size = float(np.clip(0.05 * n_bins, 200, 3000))
     if isinstance(library_size, Mapping):
@@ -216,7 +220,7 @@ def simulate(
                     continue
                 p_prog = profiles[m][t] * batch_bias[m][b]
                 spur = np.zeros(n_bins)
-                spur[batch_peaks[m][b]] = batch_strength * 3.0 / n_bins * n_loci / 10
+                spur[batch_peaks[m][b]] = batch_strength * 0.1 / len(batch_peaks[m][b])
                 p_prog = p_prog / p_prog.sum() + spur
                 p_prog /= p_prog.sum()
                 p_bg = background * batch_bias[m][b]

@@ -343,11 +343,13 @@ def evaluate_panel(wb: "Workbench") -> Panel:
         res = scib_metrics(wb.adata.obsm[LATENT_KEY],
                            wb.adata.obs[labels_key].astype(str).to_numpy(), batches)
         d = res.to_dict()
-        undefined = d.pop("undefined", "")
-        table = pd.DataFrame({"metric": list(d), "value": list(d.values())})
+        d.pop("undefined", None)
+        reasons = dict(res.reasons)
+        if d.get("overall") is None:
+            reasons.setdefault("overall", "batch or biology score undefined")
+        table = pd.DataFrame({"metric": list(d), "value": list(d.values()),
+                              "note": [reasons.get(k, "") for k in d]})
         wb.scib = table
-        if undefined:
-            table.attrs["undefined"] = undefined
         return table
 
     p = panel(evaluate, wb.adata, title="Evaluate", button_text="Evaluate")

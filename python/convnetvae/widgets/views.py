@@ -30,14 +30,15 @@ class EmbeddingView:
     """2D scatter of an ``obsm`` embedding coloured by any obs column, rendered as a PNG.
 
     Attributes: ``basis`` and ``color`` (dropdowns), ``image`` (the PNG), ``message`` (shown
-    when there is nothing to draw), ``widget`` (the whole view), ``n_renders`` and
-    ``render_seconds`` (of the last render).
+    when there is nothing to draw), ``widget`` (the whole view), ``n_renders``,
+    ``render_seconds`` and ``render_cpu_seconds`` (wall and CPU time of the last render).
     """
 
     def __init__(self, adata: Any) -> None:
         self.adata = adata
         self.n_renders = 0
         self.render_seconds = 0.0
+        self.render_cpu_seconds = 0.0
         self.basis = w.Dropdown(description="Embedding", options=[],
                                 style={"description_width": "80px"})
         self.color = w.Dropdown(description="Colour by", options=[],
@@ -85,7 +86,7 @@ class EmbeddingView:
         if basis is None or basis not in self.adata.obsm:
             self.body.children = [self.message]
             return
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             values = self.adata.obs[self.color.value] if self.color.value else None
             fig = embedding_figure(self.adata.obsm[basis], values, basis=basis,
@@ -99,6 +100,7 @@ class EmbeddingView:
             return
         self.n_renders += 1
         self.render_seconds = time.perf_counter() - t0
+        self.render_cpu_seconds = time.process_time() - c0
 
 
 class GenomeTrackView:

@@ -1,0 +1,206 @@
+# Input checks that run in R before Python is touched, and the conversion of sparse matrices
+# into plain bytes for Python.
+
+.stop_input <- function(...) {
+  stop(structure(
+    class = c("convnetvae_input_error", "convnetvae_error", "error", "condition"),
+    list(message = paste0(...), call = NULL)
+  ))
+}
+
+.bin_name_pattern <- "^(.+)([-:_])([0-9]+)[-_]([0-9]+)$"
+
+#' Parse genomic-range feature names (Signac chr1-1-10000, SnapATAC2 chr1:0-10000, chr1_0_10000)
+#'
+#' @return data.frame(chrom, start, end) with 0-based half-open coordinates, or NULL rows
+#'   marked NA where a name does not parse.
+#' @noRd
+.parse_ranges <- function(x) {
+  m <- regmatches(x, regexec(.bin_name_pattern, x))
+  ok <- lengths(m) == 5L
+  chrom <- rep(NA_character_, length(x))
+  start <- rep(NA_real_, length(x))
+  end <- rep(NA_real_, length(x))
+  if (any(ok)) {
+    mm <- do.call(rbind, m[ok])
+    chrom[ok] <- mm[, 2]
+    s <- as.numeric(mm[, 4])
+    # Signac names (chr-start-end) are 1-based and closed; the other forms are 0-based.
+    s <- ifelse(mm[, 3] == "-", s - 1, s)
+    start[ok] <- s
+    end[ok] <- as.numeric(mm[, 5])
+  }
+  bad <- !ok | is.na(start) | is.na(end) | end <= start
+  data.frame(chrom = chrom, start = start, end = end, ok = !bad, stringsAsFactors = FALSE)
+}
+
+.check_ranges <- function(features, assay) {
+  if (length(features) == 0L) {
+    .stop_input("Assay '", assay, "' has no features.")
+  }
+  r <- .parse_ranges(features)
+  if (!all(r$ok)) {
+    bad <- features[!r$ok]
+    .stop_input(
+      "The features of assay '", assay, "' are not genomic ranges: ", sum(!r$ok), " of ",
+      length(features), " names do not parse (e.g. ",
+      paste0("'", utils::head(bad, 3), "'", collapse = ", "),
+      "). Expected names like chr1-1-10000 (Signac), chr1:0-10000 or chr1_0_10000; ",
+      "use an assay of binned or peak counts."
+    )
+  }
+  r
+}
+
+#' Error if two modalities share no genomic window of width bin.size
+#' @noRd
+.check_shared_bins <- function(ranges, bin.size) {
+  if (length(ranges) < 2L) {
+    return(invisible(TRUE))
+  }
+  windows <- lapply(ranges, function(r) {
+    unique(paste(r$chrom, floor(r$start / bin.size)))
+  })
+  nm <- names(ranges)
+  for (k in seq_along(windows)[-1L]) {
+    if (length(intersect(windows[[1L]], windows[[k]])) == 0L) {
+      .stop_input(
+        "Assays '", nm[1L], "' and '", nm[k], "' share no genomic bins after rebinning to ",
+        format(bin.size, scientific = FALSE), " bp windows (e.g. '",
+        utils::head(ranges[[1L]]$chrom, 1), "' vs '", utils::head(ranges[[k]]$chrom, 1),
+        "'). Check that all assays use the same genome and chromosome names."
+      )
+    }
+  }
+  invisible(TRUE)
+}
+
+.check_key <- function(reduction.key) {
+  if (!is.character(reduction.key) || length(reduction.key) != 1L || is.na(reduction.key) ||
+    !grepl("^[a-zA-Z][a-zA-Z0-9]*_$", reduction.key)) {
+    .stop_input(
+      "`reduction.key` must match ^[a-zA-Z][a-zA-Z0-9]*_$ (letters and digits ending in one ",
+      "underscore, e.g. 'convnetvae_'); got ", paste0("'", reduction.key, "'", collapse = ", "), "."
+    )
+  }
+  invisible(TRUE)
+}
+
+.check_name <- function(x, what) {
+  if (!is.character(x) || length(x) != 1L || is.na(x) || !nzchar(x)) {
+    .stop_input("`", what, "` must be a single non-empty string.")
+  }
+  invisible(TRUE)
+}
+
+.check_number <- function(x, what, integer = TRUE, min = 1) {
+  if (!is.numeric(x) || length(x) != 1L || is.na(x) || x < min ||
+    (integer && x != round(x))) {
+    .stop_input(
+      "`", what, "` must be a single ", if (integer) "whole " else "", "number >= ", min,
+      "; got ", paste(format(x), collapse = ", "), "."
+    )
+  }
+  invisible(TRUE)
+}
+
+#' Coerce a count matrix to dgCMatrix and check it holds raw counts
+#' @noRd
+.as_counts <- function(m, assay) {
+  if (is.null(m) || length(dim(m)) != 2L || any(dim(m) == 0L)) {
+    .stop_input(
+      "Assay '", assay, "' has no counts (its counts slot is empty). ConvNetVAE models raw ",
+      "counts: create the assay with counts = <integer count matrix>, not data = <normalized>."
+    )
+  }
+  if (!methods::is(m, "dgCMatrix")) {
+    m <- methods::as(m, "CsparseMatrix")
+    m <- methods::as(m, "generalMatrix")
+    m <- methods::as(m, "dMatrix")
+  }
+  x <- m@x
+  if (anyNA(x) || any(x < 0) || any(x != round(x))) {
+    .stop_input(
+      "The counts of assay '", assay, "' are not raw counts (they contain ",
+      if (anyNA(x)) "NA values" else if (any(x < 0)) "negative values" else "non-integer values",
+      ", e.g. normalized or log-transformed data). Give the raw integer counts ",
+      "(GetAssayData(object, assay = '", assay, "', slot = 'counts'))."
+    )
+  }
+  m
+}
+
+#' Check batch columns and combine them into one batch label per cell
+#' @noRd
+.batch_labels <- function(meta, group.by.vars, what = "meta data") {
+  if (is.null(group.by.vars)) {
+    return(NULL)
+  }
+  if (!is.character(group.by.vars) || length(group.by.vars) == 0L || anyNA(group.by.vars)) {
+    .stop_input("`group.by.vars` must be NULL or a character vector of column names.")
+  }
+  missing <- setdiff(group.by.vars, colnames(meta))
+  if (length(missing) > 0L) {
+    .stop_input(
+      "`group.by.vars` column ", paste0("'", missing, "'", collapse = ", "),
+      " does not exist in the ", what, ". Available columns: ",
+      paste0("'", utils::head(colnames(meta), 20), "'", collapse = ", "), "."
+    )
+  }
+  labs <- lapply(group.by.vars, function(v) {
+    x <- meta[[v]]
+    n_na <- sum(is.na(x))
+    if (n_na > 0L) {
+      .stop_input(
+        "`group.by.vars` column '", v, "' has NA for ", n_na, " of ", length(x),
+        " cells. Fill in or remove those cells before running ConvNetVAE."
+      )
+    }
+    as.character(x)
+  })
+  do.call(paste, c(labs, sep = "_"))
+}
+
+#' Split a numeric or integer vector into little-endian raw chunks (writeBin is limited to
+#' 2^31 - 1 bytes per call)
+#' @noRd
+.to_raw <- function(v, what = c("double", "integer")) {
+  what <- match.arg(what)
+  size <- if (what == "double") 8L else 4L
+  v <- if (what == "double") as.double(v) else as.integer(v)
+  chunk <- 2^27
+  n <- length(v)
+  if (n == 0L) {
+    return(list(raw(0)))
+  }
+  starts <- seq(1, n, by = chunk)
+  lapply(starts, function(s) {
+    e <- min(n, s + chunk - 1)
+    writeBin(v[s:e], raw(), size = size, endian = "little")
+  })
+}
+
+#' A features x cells dgCMatrix as plain Python-bound data: CSC arrays as bytes, no numpy
+#' conversion in R (reticulate < 1.36 cannot convert arrays with NumPy 2) and no densifying.
+#' @noRd
+.encode_csc <- function(m) {
+  list(
+    format = "csc",
+    shape = as.list(as.integer(dim(m))),
+    indptr = .to_raw(m@p, "integer"),
+    indices = .to_raw(m@i, "integer"),
+    data = .to_raw(m@x, "double")
+  )
+}
+
+#' Decode a column-major float64 matrix returned by the bridge
+#' @noRd
+.decode_matrix <- function(res) {
+  shape <- as.integer(unlist(res$shape))
+  bytes <- res$data
+  if (is.list(bytes)) {
+    bytes <- do.call(c, bytes)
+  }
+  v <- readBin(bytes, what = "double", n = prod(shape), size = 8L, endian = "little")
+  matrix(v, nrow = shape[1L], ncol = shape[2L])
+}

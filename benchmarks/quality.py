@@ -1,0 +1,187 @@
+"""Quality benchmark: the `convnetvae benchmark` harness on the simulator and real labelled data.
+
+Not part of the test suite. Reads ../shared/data (skips datasets that are absent), writes each
+dataset's harness outputs (results.csv, sweep.csv, figures, report.md) under --out/<dataset>/ and
+one JSON summary, --out/quality.json. docs/benchmarks.md records the table.
+
+    .venv/bin/python benchmarks/quality.py --epochs 50 --folds 3 --out benchmarks/results/quality
+
+Datasets (see each folder's README under ../shared/data):
+
+=================  ============================================  ======================  ======================
+name               data                                          features used           labels / batch
+=================  ============================================  ======================  ======================
+simulator          convnetvae.simulate, ATAC+H3K27ac+H3K27me3     contiguous 10 kb bins   cell_type / batch
+schep2017          Schep 2017 scATAC, 600 cells                  500 bp peaks -> 10 kb   cell_type_merged / -
+buenrostro2018     Buenrostro 2018 BM0828 scATAC, 533 cells       500 bp peaks -> 10 kb   cell_type (FACS) / -
+satpathy2019       Satpathy 2019 BCC scATAC, 309 cells            1 Mb bins               cluster / -
+zeller2023         Zeller 2023 sortChIC H3K4me3, 200 cells        50 kb bins (top bins)   cell_type (FACS) / -
+pairedtag          Paired-Tag H3K27ac mouse brain, 2000 cells     5000 ~200 kb windows    Annotation / Rep
+=================  ============================================  ======================  ======================
+
+The reserved Granja 2019 set is never read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gzip
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.io
+import scipy.sparse as sp
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "python"))
+
+from convnetvae.data.contract import natural_chrom_key  # noqa: E402
+from convnetvae.evaluate.harness import BenchmarkConfig, run_benchmark, summary_table  # noqa: E402
+from convnetvae.evaluate.report import write_outputs  # noqa: E402
+from convnetvae.io_utils import write_json  # noqa: E402
+
+RESERVED = "granja2019_bmmc_scatac_10kpeaks"
+
+
+def shared_data() -> Path | None:
+    """``../shared/data`` relative to the repository root, or ``None`` when absent."""
+    for cand in (REPO.parent / "shared" / "data", REPO / ".." / "shared" / "data"):
+        if cand.is_dir():
+            return cand.resolve()
+    return None
+
+
+def _read_mtx_bed(folder: Path, matrix: str, features: str, meta: str, modality: str,
+                  bed_cols: int = 3) -> ad.AnnData:
+    """MatrixMarket (features x cells) + BED-like features + metadata -> contract AnnData.
+
+    Features are put into natural genome order; overlapping or duplicated features are not
+    expected in these sets (checked by the contract when the model is set up).
+    """
+    assert RESERVED not in str(folder)
+    with gzip.open(folder / matrix, "rb") as fh:
+        x = sp.csr_matrix(scipy.io.mmread(fh).T, dtype=np.int32)
+    f = pd.read_csv(folder / features, sep="\t", header=None, dtype=str)
+    if f.iloc[0, 0] == "chrom":
+        f = f.iloc[1:].reset_index(drop=True)
+    var = pd.DataFrame({"chrom": f[0].astype(str), "start": f[1].astype(np.int64), "end": f[2].astype(np.int64)})
+    obs = pd.read_csv(folder / meta, sep="\t", dtype=str)
+    obs.index = obs.iloc[:, 0].astype(str).to_numpy()
+    obs.index.name = None
+    order = sorted(range(len(var)), key=lambda i: (natural_chrom_key(var.chrom[i]), var.start[i]))
+    var = var.iloc[order].reset_index(drop=True)
+    var.index = [f"{c}:{s}-{e}" for c, s, e in zip(var.chrom, var.start, var.end)]
+    x = x[:, order].tocsr()
+    a = ad.AnnData(obs=obs, var=var, layers={modality: x}, uns={"modalities": [modality]})
+    a.obs[f"n_counts_{modality}"] = np.asarray(x.sum(axis=1)).ravel()
+    return a
+
+
+def _rebin(a: ad.AnnData, bin_size: int) -> ad.AnnData:
+    """Peaks -> fixed windows with the package's own reader (midpoint rule), obs carried over."""
+    from convnetvae.data.readers import rebin
+
+    out = rebin(a, bin_size)
+    for c in a.obs.columns:
+        if c not in out.obs.columns:
+            out.obs[c] = a.obs[c].reindex(out.obs_names).to_numpy()
+    return out
+
+
+def _top_bins(a: ad.AnnData, n_bins: int | None) -> ad.AnnData:
+    if n_bins is None or a.n_vars <= n_bins:
+        return a
+    from convnetvae.data.bins import select_top_bins
+
+    return select_top_bins(a, n_bins=n_bins)
+
+
+def load_dataset(name: str, root: Path, max_bins: int | None, n_sim_cells: int) -> tuple[ad.AnnData, str, str | None]:
+    """Return (adata, labels_key, batch_key) for a benchmark dataset."""
+    lab = root / "labelled"
+    if name == "simulator":
+        import convnetvae as cv
+
+        a = cv.simulate(n_cells=n_sim_cells, n_bins=min(max_bins or 10_000, 10_000),
+                        modalities=("ATAC", "H3K27ac", "H3K27me3"), n_types=8, n_batches=2, seed=0)
+        return a, "cell_type", "batch"
+    if name == "schep2017":
+        a = _read_mtx_bed(lab / "schep2017_chromvar_scatac_600cells", "matrix.mtx.gz", "features.bed.gz",
+                          "metadata.tsv.gz", "ATAC")
+        return _top_bins(_rebin(a, 10_000), max_bins), "cell_type_merged", None
+    if name == "buenrostro2018":
+        a = _read_mtx_bed(lab / "buenrostro2018_bm0828_facs_scatac_533cells", "matrix.mtx.gz", "features.bed.gz",
+                          "metadata.tsv.gz", "ATAC")
+        return _top_bins(_rebin(a, 10_000), max_bins), "cell_type", None
+    if name == "satpathy2019":
+        a = _read_mtx_bed(lab / "satpathy2019_bcc_su008_scatac_1mb_bins_309cells", "matrix.mtx.gz",
+                          "features.bed.gz", "metadata.tsv.gz", "ATAC")
+        return _top_bins(a, max_bins), "cluster", None
+    if name == "zeller2023":
+        a = _read_mtx_bed(lab / "zeller2023_sortchic_h3k4me3_mouse_bm_50kb_200cells", "matrix.mtx.gz",
+                          "features.bed.gz", "metadata.tsv.gz", "H3K4me3")
+        main = a.var["chrom"].str.fullmatch(r"chr(\d+|X|Y)").to_numpy()
+        return _top_bins(a[:, main].copy(), max_bins), "cell_type", None
+    if name == "pairedtag":
+        a = _read_mtx_bed(root / "real" / "pairedtag_h3k27ac_mouse_brain_IDclust", "counts_features_x_cells.mtx.gz",
+                          "features.tsv.gz", "cells_metadata.tsv.gz", "H3K27ac")
+        a.obs["Rep"] = "rep" + a.obs["Rep"].astype(str)
+        return _top_bins(a, max_bins), "Annotation", "Rep"
+    raise SystemExit(f"unknown dataset {name!r}")
+
+
+ALL = ("simulator", "schep2017", "buenrostro2018", "satpathy2019", "zeller2023", "pairedtag")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--datasets", default=",".join(ALL))
+    p.add_argument("--models", default="conv-k51s51,conv-k11s3x2,fc-l1,lsi")
+    p.add_argument("--shuffle-control", default="simulator",
+                   help="datasets on which conv-k51s51+shuffle is added (comma-separated, or 'none')")
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--folds", type=int, default=3)
+    p.add_argument("--max-bins", type=int, default=10_000, help="top-bin selection cap (paper: 25,000)")
+    p.add_argument("--sim-cells", type=int, default=1500)
+    p.add_argument("--n-importance", type=int, default=100)
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "quality"))
+    args = p.parse_args(argv)
+    root = shared_data()
+    if root is None:
+        print("../shared/data not found: only the simulator can run", file=sys.stderr)
+    out = Path(args.out)
+    summary: dict = {"date": dt.date.today().isoformat(), "command": " ".join(["benchmarks/quality.py", *sys.argv[1:]]),
+                     "cpus": os.cpu_count(), "epochs": args.epochs, "folds": args.folds, "datasets": {}}
+    shuffle_on = set(args.shuffle_control.split(","))
+    for name in [d for d in args.datasets.split(",") if d]:
+        if name != "simulator" and root is None:
+            continue
+        t0 = time.perf_counter()
+        adata, labels_key, batch_key = load_dataset(name, root or Path("."), args.max_bins, args.sim_cells)
+        models = args.models.split(",")
+        if name in shuffle_on:
+            models = models + ["conv-k51s51+shuffle"]
+        cfg = BenchmarkConfig(models=models, labels_key=labels_key, batch_key=batch_key, folds=args.folds,
+                              epochs=args.epochs, n_importance=args.n_importance, seed=0)
+        print(f"== {name}: {adata.n_obs} cells x {adata.n_vars} bins, labels {labels_key}, batch {batch_key}",
+              file=sys.stderr, flush=True)
+        res = run_benchmark(adata, cfg, log=lambda m: print(m, file=sys.stderr, flush=True))
+        elapsed = time.perf_counter() - t0
+        write_outputs(res, out / name, command=summary["command"], started=dt.datetime.now().isoformat(
+            timespec="seconds"), elapsed_s=elapsed)
+        s = summary_table(res.results)
+        summary["datasets"][name] = {"data": res.data, "elapsed_s": elapsed,
+                                     "summary": json.loads(s.to_json(orient="records"))}
+        write_json(out / "quality.json", summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
