@@ -165,18 +165,18 @@ convnetvae_available <- function() {
 #' @noRd
 .py_call <- function(expr) {
   tryCatch(expr, error = function(e) {
-      if (inherits(e, "convnetvae_error") || inherits(e, "convnetvae_missing_python")) {
-        stop(e)
-      }
-      msg <- conditionMessage(e)
-      # reticulate appends the traceback after the Python message; keep the message itself.
-      msg <- sub("\n*Detailed traceback:.*$", "", msg)
-      msg <- sub("\n+$", "", msg)
-      msg <- sub("^(convnetvae\\.errors\\.)?ConvNetVAEError: ", "", msg)
-      stop(structure(
-        class = c("convnetvae_python_error", "convnetvae_error", "error", "condition"),
-        list(message = paste0("ConvNetVAE (Python): ", msg), call = NULL)
-      ))
+    if (inherits(e, "convnetvae_error") || inherits(e, "convnetvae_missing_python")) {
+      stop(e)
+    }
+    msg <- conditionMessage(e)
+    # reticulate appends the traceback after the Python message; keep the message itself.
+    msg <- sub("\n*Detailed traceback:.*$", "", msg)
+    msg <- sub("\n+$", "", msg)
+    msg <- sub("^(convnetvae\\.errors\\.)?ConvNetVAEError: ", "", msg)
+    stop(structure(
+      class = c("convnetvae_python_error", "convnetvae_error", "error", "condition"),
+      list(message = paste0("ConvNetVAE (Python): ", msg), call = NULL)
+    ))
   })
 }
 
@@ -213,18 +213,20 @@ install_convnetvae <- function(envname = .default_envname(),
   }
   if (reticulate::virtualenv_exists(envname)) {
     py <- reticulate::virtualenv_python(envname)
-    if (!force && .python_imports(py, "convnetvae")) {
+    if (!force && .python_imports(py, "convnetvae.r.bridge")) {
       message("ConvNetVAE: reusing the virtualenv '", envname, "' (", py, ").")
       return(invisible(py))
     }
   } else {
     message("ConvNetVAE: creating the virtualenv '", envname, "'.")
-    reticulate::virtualenv_create(envname, python = python)
+    .quiet_poetry(reticulate::virtualenv_create(envname, python = python))
     py <- reticulate::virtualenv_python(envname)
   }
   message("ConvNetVAE: installing ", paste(packages, collapse = ", "), " into '", envname, "'.")
-  reticulate::virtualenv_install(envname, packages = packages, ignore_installed = force, ...)
-  if (!.python_imports(py, "convnetvae")) {
+  .quiet_poetry(
+    reticulate::virtualenv_install(envname, packages = packages, ignore_installed = force, ...)
+  )
+  if (!.python_imports(py, "convnetvae.r.bridge")) {
     stop("Installing into '", envname, "' finished but '", py,
       "' still cannot import convnetvae; see the pip output above.",
       call. = FALSE

@@ -81,7 +81,8 @@ def make_data(n_cells: int, n_bins: int, n_tri: int, n_holdout: int, seed: int, 
     true_atac = atac[hold].toarray().astype(np.float64)
     keep = np.ones(adata.n_obs, dtype=bool)
     keep[hold] = False
-    atac = sp.diags(keep.astype(atac.dtype)) @ atac  # the model never sees the hidden counts
+    # the model never sees the hidden counts
+    atac = (sp.diags(keep.astype(np.float64)) @ atac).astype(atac.dtype)
     atac.eliminate_zeros()
     adata.layers["ATAC"] = atac.tocsr()
     mask[hold, 0] = False

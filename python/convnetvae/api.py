@@ -238,7 +238,14 @@ class ConvNetVAE:
                           n_threads=n_threads)
         trainer = Trainer(self.module, source, codes, mask, cfg, callback=callback,
                           stop_event=stop_event)
-        hist = trainer.fit()
+        from .train import TrainingDiverged
+
+        try:
+            hist = trainer.fit()
+        except TrainingDiverged as err:
+            self.history_ = list(err.history)  # keep what finished; weights are the last good
+            self.trainer_ = trainer
+            raise
         self.history_ = list(hist)
         self.is_trained = len(hist) > 0 or self.is_trained
         self.train_config = {k: v for k, v in cfg.__dict__.items() if k != "extra"}

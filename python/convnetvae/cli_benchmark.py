@@ -40,7 +40,7 @@ def _fill(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--modalities", type=_csv_list, default=None,
                    help="comma-separated count layers (default: adata.uns['modalities'] or all layers)")
     p.add_argument("--models", type=_csv_list, default=["conv-k51s51", "conv-k11s3x2", "fc-l1", "lsi"],
-                   help="comma-separated: conv-kKsS[xL], fc-lL, lsi, mofa; append +shuffle for the bin-shuffle "
+                   help="comma-separated: conv-kKsS[xL], fc-lL, lsi, lsi-unscaled, mofa; append +shuffle for the bin-shuffle "
                         "control (default: conv-k51s51,conv-k11s3x2,fc-l1,lsi)")
     p.add_argument("--shuffle-control", action="store_true",
                    help="also run every conv model on bin-shuffled data (adds '<model>+shuffle')")

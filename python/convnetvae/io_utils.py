@@ -10,6 +10,18 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _publish(tmp: str, dest: Path) -> None:
+    """Give the temporary file normal permissions (mkstemp makes it 0600) and rename it."""
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, dest)
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
     """Open a temporary file next to ``path`` and rename it onto ``path`` on success.
@@ -32,7 +44,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -54,7 +66,7 @@ def atomic_path(path: str | os.PathLike) -> "contextlib.AbstractContextManager[P
         os.close(fd)
         try:
             yield Path(tmp)
-            os.replace(tmp, dest)
+            _publish(tmp, dest)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)

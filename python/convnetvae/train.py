@@ -84,7 +84,12 @@ def split_indices(n: int, validation_size: float, seed: int) -> tuple[np.ndarray
 
 
 class TrainingDiverged(ConvNetVAEError):
-    """The loss became non-finite and lowering the learning rate did not help."""
+    """The loss became non-finite and lowering the learning rate did not help.
+
+    ``.history`` holds the epochs that finished; the module keeps the last good weights.
+    """
+
+    history: list = []
 
 
 class Trainer:
@@ -135,7 +140,9 @@ class Trainer:
         self.rng = np.random.default_rng(config.seed + 1)
         self.train_loader = MinibatchLoader(source, batch_codes, mask, self.train_idx,
                                             config.batch_size, shuffle=True, drop_last=True,
-                                            device=self.device, generator=self.rng)
+                                            device=self.device, generator=self.rng,
+                                            # block shuffling for data on disk (see loader)
+                                            block_size=config.extra.get("shuffle_block_size"))
         self.val_loader = MinibatchLoader(source, batch_codes, mask, self.val_idx,
                                           max(config.batch_size, 256), shuffle=False,
                                           device=self.device) if len(self.val_idx) else None
@@ -234,12 +241,15 @@ class Trainer:
                     row = self._train_epoch(epoch)
                 except _NonFinite as err:
                     if self.lr_lowered:
-                        raise TrainingDiverged(
+                        self.module.load_state_dict(good[0])
+                        err_out = TrainingDiverged(
                             f"training diverged at epoch {err.epoch + 1}: the loss became NaN or "
                             "infinite again after restoring the last good weights and lowering "
                             "the learning rate. Likely causes: a learning rate too high for these "
                             "data, extreme counts (check for outlier cells), or too small "
-                            "minibatches. Try lr=1e-4 or grad_clip=10.") from None
+                            "minibatches. Try lr=1e-4 or grad_clip=10.")
+                        err_out.history = list(self.history)  # the epochs that did finish
+                        raise err_out from None
                     self.module.load_state_dict(good[0])
                     self.optimizer.load_state_dict(good[1])
                     for group in self.optimizer.param_groups:
@@ -280,6 +290,9 @@ class Trainer:
             bar.close()
         if cfg.early_stopping and self.val_loader is not None and self.best_state is not None:
             self.module.load_state_dict(self.best_state)
+        elif self.interrupted and self.history:
+            # stopped mid-epoch: keep the weights of the last finished epoch (its history row)
+            self.module.load_state_dict(good[0])
         self.module.eval()
         return self.history
 

@@ -52,6 +52,18 @@ def test_lsi_model_projects_new_cells(small):
         LSIModel(["H3K4me3"]).fit(small)
 
 
+def test_lsi_unscaled_keeps_singular_value_weights(small):
+    scaled = LSIModel(["ATAC", "H3K27me3"], n_components=6).fit(small)
+    unscaled = LSIModel(["ATAC", "H3K27me3"], n_components=6, scale=False).fit(small)
+    zs, zu = scaled.transform(small), unscaled.transform(small)
+    np.testing.assert_allclose(zs.std(axis=0), 1.0, atol=1e-6)
+    for block in (zu[:, :6], zu[:, 6:]):
+        sd = block.std(axis=0)
+        assert sd[0] == pytest.approx(1.0) and sd.max() / sd.min() > 1.5  # singular-value weights kept
+    # same directions, only reweighted
+    np.testing.assert_allclose(np.abs(np.corrcoef(zs[:, 3], zu[:, 3])[0, 1]), 1.0, atol=1e-8)
+
+
 # ------------------------------------------------------------------ folds
 def test_kfold_partitions_cells():
     splits = kfold_indices(103, 5, seed=1)
@@ -126,11 +138,11 @@ def test_harness_single_batch_single_label_reported_undefined(small):
 
 
 def test_harness_lsi_scores_train_and_validation(small):
-    cfg = BenchmarkConfig(models=["lsi", "lsi+shuffle"], labels_key="cell_type", batch_key="batch", folds=2,
+    cfg = BenchmarkConfig(models=["lsi", "lsi+shuffle", "lsi-unscaled"], labels_key="cell_type", batch_key="batch", folds=2,
                           resolutions=[0.3, 0.6], n_starts=2, lsi_components=10)
     r = run_benchmark(small, cfg)
     assert set(r.results["split"]) == {"train", "validation"}
-    assert set(r.results["model"]) == {"lsi", "lsi+shuffle"}
+    assert set(r.results["model"]) == {"lsi", "lsi+shuffle", "lsi-unscaled"}
     assert (r.results["best_ari"] > 0.3).all()
     # LSI does not depend on bin order: the shuffle control changes nothing for it
     a = r.results.set_index(["model", "fold", "split"])["best_ari"]

@@ -65,6 +65,18 @@ def decode_embedding(res: dict) -> np.ndarray:
 # ---------------------------------------------------------------------------- decoding
 
 
+def test_the_reticulate_side_never_starts_r():
+    """R loads convnetvae.r.bridge inside its own process: it must not import rpy2."""
+    import sys
+
+    code = ("import sys, convnetvae.r, convnetvae.r.bridge; "
+            "print(any(m.startswith('rpy2') for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
 def test_decode_sparse_matches_r_packing_in_both_orientations():
     rng = np.random.default_rng(0)
     x = sp.random(30, 20, density=0.2, random_state=1, format="csr")

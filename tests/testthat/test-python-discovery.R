@@ -77,7 +77,7 @@ test_that("install_convnetvae() reuses an environment that already has the core"
   skip_if(!nzchar(py) || !file.exists(py), "CONVNETVAE_PYTHON not set")
   env <- dirname(dirname(py))
   skip_if_not(reticulate::virtualenv_exists(env), "CONVNETVAE_PYTHON is not in a virtualenv")
-  skip_if_not(ConvNetVAE:::.python_imports(py, "convnetvae"), "no convnetvae in that env")
+  skip_if_not(ConvNetVAE:::.python_imports(py, "convnetvae.r.bridge"), "no convnetvae in that env")
   expect_message(out <- install_convnetvae(envname = env), "reusing the virtualenv")
   expect_equal(normalizePath(out), normalizePath(reticulate::virtualenv_python(env)))
   expect_error(install_convnetvae(envname = ""), "`envname` must be")
@@ -86,10 +86,16 @@ test_that("install_convnetvae() reuses an environment that already has the core"
 test_that("install_convnetvae() creates a virtualenv and installs the core (slow, opt-in)", {
   skip_if_not(
     identical(Sys.getenv("CONVNETVAE_TEST_INSTALL"), "true"),
-    "set CONVNETVAE_TEST_INSTALL=true (and CONVNETVAE_SOURCE=<repo>) to run"
+    "set CONVNETVAE_TEST_INSTALL=true, CONVNETVAE_SOURCE=<repo> (and CONVNETVAE_INSTALL_PYTHON=<base python>) to run"
   )
   src <- Sys.getenv("CONVNETVAE_SOURCE")
+  base <- Sys.getenv("CONVNETVAE_INSTALL_PYTHON")
   env <- file.path(tempdir(), "convnetvae-install-test")
-  py <- install_convnetvae(envname = env, packages = c("torch==2.13.0", src))
+  py <- install_convnetvae(
+    envname = env, packages = c("torch==2.13.0", src),
+    python = if (nzchar(base)) base else NULL
+  )
   expect_true(ConvNetVAE:::.python_imports(py, "convnetvae.r.bridge"))
+  # a second call reuses it
+  expect_message(install_convnetvae(envname = env), "reusing the virtualenv")
 })

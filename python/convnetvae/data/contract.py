@@ -17,21 +17,10 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..errors import ConvNetVAEError
+from .genome import chrom_sort_key as natural_chrom_key
 
 REGISTRY_KEY = "convnetvae"
 MASK_KEY = "modality_mask"
-
-
-def natural_chrom_key(name: str) -> tuple:
-    """Sort key giving natural chromosome order: chr1, chr2, ..., chr10, ..., chrX, chrY, chrM."""
-    s = str(name)
-    core = s[3:] if s.lower().startswith("chr") else s
-    if core.isdigit():
-        return (0, int(core), "")
-    order = {"X": 1, "Y": 2, "M": 3, "MT": 3}
-    if core.upper() in order:
-        return (1, order[core.upper()], "")
-    return (2, 0, core)
 
 
 def check_var_coordinates(var: pd.DataFrame, what: str = "adata.var") -> list[str]:
@@ -162,6 +151,10 @@ def setup_anndata(
     if isinstance(modalities, str):
         modalities = [modalities]
     modalities = [str(m) for m in modalities]
+    if not modalities:
+        raise ConvNetVAEError(
+            "modalities is empty: name at least one count layer, e.g. modalities=['ATAC']; "
+            f"available layers: {list(adata.layers.keys())}")
     if len(set(modalities)) != len(modalities):
         raise ConvNetVAEError(f"modalities contain duplicates: {modalities}")
     for m in modalities:

@@ -35,8 +35,7 @@ def chrom_sort_key(name: str) -> tuple:
     """Sort key giving natural chromosome order.
 
     ``chr1, chr2, ..., chr10, ..., chr22, chrX, chrY, chrM``, then every other contig by name
-    (the ``chr`` prefix is optional and ignored). Same order as
-    :func:`convnetvae.data.contract.natural_chrom_key`.
+    (the ``chr`` prefix is optional and ignored). The data contract uses this order too.
 
     Parameters
     ----------
@@ -203,6 +202,9 @@ def read_blacklist(blacklist: BedLike) -> pd.DataFrame:
     return read_bed(blacklist, name="blacklist")
 
 
+MAX_BINS = 50_000_000  # 60 bp bins over a human genome; more is a mistake, not a request
+
+
 def make_bins(chrom_sizes: ChromSizesLike, bin_size: int) -> pd.DataFrame:
     """Tile the genome into fixed windows, in natural chromosome order.
 
@@ -224,6 +226,11 @@ def make_bins(chrom_sizes: ChromSizesLike, bin_size: int) -> pd.DataFrame:
     sizes = chrom_sizes if isinstance(chrom_sizes, pd.Series) else read_chrom_sizes(chrom_sizes)
     sizes = sizes.loc[sort_chromosomes(sizes.index)]
     n_per = ((sizes.to_numpy() + bin_size - 1) // bin_size).astype(np.int64)
+    if n_per.sum() > MAX_BINS:  # a typo'd coordinate or bin size would otherwise exhaust memory
+        raise ConvNetVAEError(
+            f"{int(n_per.sum()):,} bins of {bin_size} bp (longest chromosome "
+            f"{sizes.idxmax()!r}: {int(sizes.max()):,} bp): more than {MAX_BINS:,}. Check the "
+            "bin size and the chromosome sizes / feature coordinates (a wrong coordinate?)")
     names: list[str] = []
     starts, ends = [], []
     for c, length, n in zip(sizes.index, sizes.to_numpy(), n_per):

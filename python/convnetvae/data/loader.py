@@ -99,12 +99,25 @@ class MinibatchLoader:
         Drop a final minibatch with fewer than 2 rows when training (BatchNorm needs >= 2).
     device
         Where the tensors go.
+    generator
+        Random generator of the shuffle.
+    block_size
+        Block shuffling for sources on disk (``None`` = shuffle rows freely). The rows are cut into
+        contiguous blocks of ``block_size``; the blocks are shuffled, grouped into buffers of
+        ``buffer_blocks`` blocks, and the rows are shuffled within each buffer. Each buffer is
+        read from the source in ``buffer_blocks`` contiguous reads and its minibatches are served
+        from memory. Every row is still seen once per epoch, but a minibatch holds rows of at most
+        ``buffer_blocks`` blocks: if the file is sorted (by sample or cell type), write it in a
+        random row order once, or minibatches will be less diverse than with free shuffling.
+    buffer_blocks
+        Blocks per buffer (memory: about ``block_size * buffer_blocks`` cells' non-zeros).
     """
 
     def __init__(self, source: CountSource, batch_codes: np.ndarray, mask: np.ndarray | None,
                  indices: np.ndarray | None = None, batch_size: int = 128, shuffle: bool = False,
                  drop_last: bool = False, device: torch.device | str = "cpu",
-                 generator: np.random.Generator | None = None) -> None:
+                 generator: np.random.Generator | None = None, block_size: int | None = None,
+                 buffer_blocks: int = 8) -> None:
         self.source = source
         self.batch_codes = np.asarray(batch_codes, dtype=np.int64)
         self.mask = None if mask is None else np.asarray(mask, dtype=bool)
@@ -115,6 +128,10 @@ class MinibatchLoader:
         self.device = torch.device(device)
         self.rng = generator or np.random.default_rng(0)
         self._pin = self.device.type == "cuda"
+        self.block_size = int(block_size) if block_size else None
+        self.buffer_blocks = max(1, int(buffer_blocks))
+        self._buffer_of_row: np.ndarray | None = None
+        self._cache: tuple[int, np.ndarray, InMemorySource] | None = None
 
     def __len__(self) -> int:
         n = len(self.indices)
@@ -125,16 +142,54 @@ class MinibatchLoader:
 
     def batches(self) -> list[np.ndarray]:
         """The row indices of each minibatch of one epoch (draws the shuffle)."""
-        order = self.rng.permutation(self.indices) if self.shuffle else self.indices
+        if self.shuffle and self.block_size:
+            order = self._block_order()
+        else:
+            order = self.rng.permutation(self.indices) if self.shuffle else self.indices
         out = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         if self.drop_last and out and len(out[-1]) < 2:
             out = out[:-1]
         return out
 
+    def _block_order(self) -> np.ndarray:
+        """One epoch's block-shuffled order; records which buffer each row belongs to."""
+        idx = np.sort(self.indices)
+        blocks = [idx[i:i + self.block_size] for i in range(0, len(idx), self.block_size)]
+        blocks = [blocks[i] for i in self.rng.permutation(len(blocks))]
+        buffer_of_row = np.full(self.source.n_obs, -1, dtype=np.int32)
+        parts = []
+        for b, i in enumerate(range(0, len(blocks), self.buffer_blocks)):
+            buf = np.concatenate(blocks[i:i + self.buffer_blocks])
+            buffer_of_row[buf] = b
+            parts.append(self.rng.permutation(buf))
+        self._buffer_of_row = buffer_of_row
+        self._cache = None
+        return np.concatenate(parts) if parts else idx
+
+    def _rows_source(self, sorted_rows: np.ndarray) -> tuple[CountSource, np.ndarray]:
+        """Where to read ``sorted_rows`` from: the in-memory buffer that holds them, if any."""
+        if self._buffer_of_row is None:
+            return self.source, sorted_rows
+        owners = np.unique(self._buffer_of_row[sorted_rows])
+        if len(owners) != 1 or owners[0] < 0:  # a minibatch straddling two buffers
+            return self.source, sorted_rows
+        b = int(owners[0])
+        if self._cache is None or self._cache[0] != b:
+            buf = np.flatnonzero(self._buffer_of_row == b)
+            mats = []
+            for j in range(self.source.n_modalities):
+                indptr, indices, data = self.source.csr_rows(j, buf)
+                mats.append(sp.csr_matrix((data, indices, indptr),
+                                          shape=(len(buf), self.source.n_bins)))
+            self._cache = (b, buf, InMemorySource(mats))
+        _, buf, cached = self._cache
+        return cached, np.searchsorted(buf, sorted_rows)
+
     def load(self, rows: np.ndarray) -> Minibatch:
         """Densify the given rows and move them to the device."""
         sorted_rows = np.sort(rows)
-        x = densify(self.source, sorted_rows)
+        src, local = self._rows_source(sorted_rows)
+        x = densify(src, local)
         xt = torch.from_numpy(x)
         lib_pos = xt.sum(-1) > 0
         if self.mask is not None:

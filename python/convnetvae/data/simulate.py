@@ -186,7 +186,7 @@ def simulate(
     batch_peaks = {m: [rng.choice(n_bins, size=max(2, n_loci // 10), replace=False)
                        for _ in range(n_batches)] for m in modalities}
     batch_depth = np.exp(batch_strength * 0.4 * rng.standard_normal(n_batches))
-    batch_snr = np.exp(batch_strength * 0.25 * rng.standard_normal(n_batches))
+    batch_snr = np.exp(batch_strength * 0.08 * rng.standard_normal(n_batches))
 
     # ---- cells ---------------------------------------------------------------------------
     type_weights = rng.dirichlet(np.full(n_types, 5.0))

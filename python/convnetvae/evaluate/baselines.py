@@ -67,14 +67,20 @@ class LSIModel:
         Components per modality.
     seed
         SVD random seed.
+    scale
+        ``True`` (Signac's ``RunSVD(scale.embeddings = TRUE)`` default): every component scaled to
+        SD 1. ``False``: components keep their singular-value weights (``U S``), each modality's
+        block divided by the SD of its first kept component so modalities weigh alike; noise
+        components then weigh less (a stronger baseline on small data, see docs/benchmarks.md).
     """
 
-    def __init__(self, modalities: Sequence[str], n_components: int = 30, seed: int = 0) -> None:
+    def __init__(self, modalities: Sequence[str], n_components: int = 30, seed: int = 0, scale: bool = True) -> None:
         if not modalities:
             raise ConvNetVAEError("modalities= is required for the LSI baseline (names of count layers)")
         self.modalities = list(modalities)
         self.n_components = int(n_components)
         self.seed = int(seed)
+        self.scale = bool(scale)
         self.parts_: dict[str, dict] = {}
 
     @property
@@ -118,8 +124,10 @@ class LSIModel:
                 raise ConvNetVAEError(
                     f"layer {m!r} has {x.shape[1]} bins but the LSI was fitted on {p['idf'].size}")
             u = (p["svd"].transform(_tfidf_with(x, p["idf"])) - p["mean"]) / p["sd"]
-            u = u[:, 1:] if p["dropped_first"] else u
-            out.append(u[:, : self.n_components])
+            first = 1 if p["dropped_first"] else 0
+            if not self.scale:  # back to U S, block scaled by its first kept component's SD
+                u = u * (p["sd"] / p["sd"][first])
+            out.append(u[:, first:][:, : self.n_components])
         return np.concatenate(out, axis=1)
 
 

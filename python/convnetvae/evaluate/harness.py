@@ -11,6 +11,9 @@ Model names
 ``lsi``
     Signac-style TF-IDF + truncated SVD per modality (fitted on training cells, validation
     cells projected).
+``lsi-unscaled``
+    The same LSI without Signac's per-component scaling (components keep their singular-value
+    weights); a stronger baseline when noise components would otherwise weigh as much as signal.
 ``mofa``
     MOFA+ (optional, needs ``mofapy2``); transductive: fitted on all cells of the fold (no labels
     are used), then scored per split.
@@ -34,7 +37,7 @@ from convnetvae.evaluate.crossval import kfold_indices, shuffle_bins
 from convnetvae.evaluate.scib import BATCH_METRICS, BIO_METRICS, scib_metrics
 
 SHUFFLE_SUFFIX = "+shuffle"
-NON_NEURAL = ("lsi", "mofa")
+NON_NEURAL = ("lsi", "lsi-unscaled", "mofa")
 
 
 @dataclass
@@ -132,7 +135,7 @@ def parse_model_name(name: str) -> tuple[str, bool]:
         except ConvNetVAEError as err:
             raise ConvNetVAEError(
                 f"unknown model {name!r}: use an architecture (conv-k51s51, conv-k11s3x2, fc-l1, ...), "
-                f"'lsi' or 'mofa', optionally with '{SHUFFLE_SUFFIX}' ({err})") from None
+                f"'lsi', 'lsi-unscaled' or 'mofa', optionally with '{SHUFFLE_SUFFIX}' ({err})") from None
     return base, shuffled
 
 
@@ -204,11 +207,12 @@ def _embed_neural(arch: str, tr: ad.AnnData, va: ad.AnnData | None, mods: list[s
     return out
 
 
-def _embed_lsi(tr: ad.AnnData, va: ad.AnnData | None, mods: list[str], cfg: BenchmarkConfig) -> dict:
+def _embed_lsi(tr: ad.AnnData, va: ad.AnnData | None, mods: list[str], cfg: BenchmarkConfig,
+               scale: bool = True) -> dict:
     from convnetvae.evaluate.baselines import LSIModel
 
     t0 = time.perf_counter()
-    lsi = LSIModel(mods, n_components=cfg.lsi_components, seed=cfg.seed).fit(tr)
+    lsi = LSIModel(mods, n_components=cfg.lsi_components, seed=cfg.seed, scale=scale).fit(tr)
     out = {"train": lsi.transform(tr), "n_parameters": lsi.n_parameters, "mll": {}}
     out["train_time_s"] = time.perf_counter() - t0
     if va is not None:
@@ -275,8 +279,8 @@ def run_benchmark(adata: ad.AnnData, config: BenchmarkConfig,
             log(f"[{name}] fold {fold + 1}/{len(splits)}: training on {len(tr_idx)} cells")
             tr = data[tr_idx].copy()
             va = data[va_idx].copy() if len(va_idx) else None
-            if model_base == "lsi":
-                emb = _embed_lsi(tr, va, mods, config)
+            if model_base in ("lsi", "lsi-unscaled"):
+                emb = _embed_lsi(tr, va, mods, config, scale=model_base == "lsi")
             elif model_base == "mofa":
                 emb = _embed_mofa(tr, va, mods, config)
             else:

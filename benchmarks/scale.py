@@ -1,0 +1,365 @@
+"""Scale benchmark: peak memory and seconds per epoch from sparse storage, against a dense
+float32 reference implementation of the same architecture.
+
+Cases (each runs in its own process, so peak RSS is per case):
+
+=============  ===================================  ========================================
+case           data                                 storage
+=============  ===================================  ========================================
+paper          4,434 cells x 3 x 25,000 bins        in memory (CSR)
+all_bins       4,434 cells x 3 x 245,220 bins       in memory (CSR)
+cells_100k     100,000 cells x 3 x 25,000 bins      in memory (CSR)
+cells_1m       1,000,000 cells x 3 x 25,000 bins    h5ad on disk (anndata CSR layers), backed
+=============  ===================================  ========================================
+
+The counts are random sparse counts, not the simulator's (convnetvae.simulate at 100,000+ cells x
+25,000 bins is slow and the point here is memory and time, not biology): per cell and modality
+about ``--nnz`` non-zero bins (default 500, 2 % of 25,000 bins, as in nano-CUT&Tag), at positions
+drawn with geometric gaps, counts 1 + Geometric. The on-disk file is written chunk-wise with h5py
+in anndata's format (``layers/<m>`` groups with ``encoding-type=csr_matrix``), never dense.
+
+Timing: ``paper`` trains full epochs; the larger cases train a bounded number of minibatches
+(``--max-batches``, drawn at random from all cells, or as contiguous blocks for the block-shuffled
+disk run) and extrapolate the epoch as ``seconds per minibatch x cells / batch_size``; the JSON
+says so in ``timing``. The dense reference (``benchmarks/dense_reference.py``) holds a dense float32
+tensor; where that tensor would not fit (all_bins: 13 GB; 100k: 30 GB; 1M: 300 GB) its
+per-minibatch time is measured on a dense tensor of ``--dense-cells`` cells (the time of one
+minibatch does not depend on the tensor's size) and its memory is reported as computed, not
+allocated. In ``paper`` both start from the same weights with the same shuffles and noise, and
+both loss curves are written.
+
+    .venv/bin/python benchmarks/scale.py --cases paper,all_bins,cells_100k,cells_1m
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "python"))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+MODALITIES = ("ATAC", "H3K27ac", "H3K27me3")
+CASES = {
+    "paper": dict(n_cells=4_434, n_bins=25_000, storage="memory"),
+    "all_bins": dict(n_cells=4_434, n_bins=245_220, storage="memory"),
+    "cells_100k": dict(n_cells=100_000, n_bins=25_000, storage="memory"),
+    "cells_1m": dict(n_cells=1_000_000, n_bins=25_000, storage="disk"),
+}
+#: mouse-like relative chromosome lengths (chr1..chr19, chrX)
+_CHROM_W = np.array([195, 182, 160, 157, 152, 150, 145, 130, 125, 131, 122, 120, 121, 125, 104,
+                     98, 95, 91, 61, 171], dtype=float)
+
+
+# ---------------------------------------------------------------------- data
+def chrom_lengths(n_bins: int) -> list[int]:
+    """Bins per chromosome, proportional to mouse chromosome lengths."""
+    per = np.floor(_CHROM_W / _CHROM_W.sum() * n_bins).astype(int)
+    per[0] += n_bins - per.sum()
+    return [int(v) for v in per]
+
+
+def random_csr_chunk(rng: np.random.Generator, n_rows: int, n_bins: int, nnz: float
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Random sparse counts (indptr int64, indices int32, data uint8), rows sorted, no dense step.
+
+    Column positions are cumulative sums of geometric gaps (mean ``n_bins / nnz``), so they are
+    strictly increasing within a row without any sort or de-duplication.
+    """
+    p = min(1.0, nnz / n_bins)
+    per_row = int(np.ceil(nnz * 1.6)) + 8  # draws per row; the cut at n_bins keeps ~nnz
+    gaps = rng.geometric(p, size=(n_rows, per_row)).astype(np.int32)
+    cols = np.cumsum(gaps, axis=1, dtype=np.int64) - 1
+    keep = cols < n_bins
+    counts = keep.sum(1)
+    indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    indices = cols[keep].astype(np.int32)
+    data = np.minimum(rng.geometric(0.6, size=indices.size), 255).astype(np.uint8)
+    return indptr, indices, data
+
+
+def random_counts(n_cells: int, n_bins: int, nnz: float, seed: int, chunk: int = 20_000
+                  ) -> list[sp.csr_matrix]:
+    """One random CSR matrix per modality, built chunk-wise in memory."""
+    rng = np.random.default_rng(seed)
+    mats = []
+    for _ in MODALITIES:
+        parts = []
+        for start in range(0, n_cells, chunk):
+            n = min(chunk, n_cells - start)
+            indptr, indices, data = random_csr_chunk(rng, n, n_bins, nnz)
+            parts.append(sp.csr_matrix((data, indices, indptr), shape=(n, n_bins)))
+        mats.append(sp.vstack(parts, format="csr") if len(parts) > 1 else parts[0])
+    return mats
+
+
+def write_random_h5ad(path: str | os.PathLike, n_cells: int, n_bins: int, nnz: float = 500,
+                      seed: int = 0, chunk: int = 20_000, n_batches: int = 2) -> Path:
+    """Write random counts as an h5ad with one CSR layer per modality, chunk-wise with h5py.
+
+    ``obs`` (``batch``) and ``var`` (``chrom``, ``start``, ``end``) are written by anndata; the
+    layers are appended as ``layers/<modality>`` groups (``encoding-type=csr_matrix``,
+    ``encoding-version=0.1.0``, ``shape``; datasets ``data``, ``indices``, ``indptr``), so
+    ``anndata.read_h5ad`` and :class:`convnetvae.data.backed.H5CSRSource` both read the file.
+    """
+    import anndata as ad
+    import h5py
+    import pandas as pd
+
+    from convnetvae.io_utils import atomic_path
+
+    rng = np.random.default_rng(seed)
+    lengths = chrom_lengths(n_bins)
+    chrom = np.repeat([f"chr{i + 1}" for i in range(len(lengths))], lengths)
+    start = np.concatenate([np.arange(k) * 10_000 for k in lengths]).astype(np.int64)
+    var = pd.DataFrame({"chrom": chrom, "start": start, "end": start + 10_000},
+                       index=[f"{c}:{s}-{s + 10_000}" for c, s in zip(chrom, start)])
+    obs = pd.DataFrame({"batch": pd.Categorical(
+        [f"batch{b}" for b in rng.integers(0, n_batches, n_cells)])},
+        index=pd.RangeIndex(n_cells).astype(str))
+    with atomic_path(path) as tmp:
+        ad.AnnData(obs=obs, var=var).write_h5ad(tmp)
+        with h5py.File(tmp, "a") as f:
+            layers = f.require_group("layers")
+            for m in MODALITIES:
+                g = layers.create_group(m)
+                g.attrs["encoding-type"] = "csr_matrix"
+                g.attrs["encoding-version"] = "0.1.0"
+                g.attrs["shape"] = np.array([n_cells, n_bins], dtype=np.int64)
+                d_data = g.create_dataset("data", shape=(0,), maxshape=(None,), dtype=np.uint8,
+                                          chunks=(1 << 20,))
+                d_idx = g.create_dataset("indices", shape=(0,), maxshape=(None,), dtype=np.int32,
+                                         chunks=(1 << 20,))
+                indptr = np.zeros(n_cells + 1, dtype=np.int64)
+                total = 0
+                for s in range(0, n_cells, chunk):
+                    n = min(chunk, n_cells - s)
+                    ip, idx, dat = random_csr_chunk(rng, n, n_bins, nnz)
+                    d_data.resize((total + dat.size,))
+                    d_idx.resize((total + idx.size,))
+                    d_data[total:] = dat
+                    d_idx[total:] = idx
+                    indptr[s + 1:s + n + 1] = total + ip[1:]
+                    total += dat.size
+                g.create_dataset("indptr", data=indptr)
+    return Path(path)
+
+
+def rows_csr(source, modality: int, rows: np.ndarray) -> sp.csr_matrix:
+    """Rows of one modality of a count source as a CSR matrix."""
+    indptr, indices, data = source.csr_rows(modality, rows)
+    return sp.csr_matrix((data, indices, indptr), shape=(len(rows), source.n_bins))
+
+
+# ---------------------------------------------------------------------- one case
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far (MB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _sparse_train(source, codes, n_bins, arch, train_idx, epochs, batch_size, seed,
+                  chrom_aware, extra=None):
+    import torch
+
+    from convnetvae.model.vae import VAE, ModuleConfig
+    from convnetvae.train import TrainConfig, Trainer
+
+    lengths = chrom_lengths(n_bins)
+    torch.manual_seed(seed)
+    vae = VAE(ModuleConfig(n_modalities=len(MODALITIES), chrom_lengths=lengths, n_batches=2,
+                           architecture=arch, chrom_aware=chrom_aware))
+    init = {k: v.clone() for k, v in vae.state_dict().items()}
+    cfg = TrainConfig(max_epochs=epochs, batch_size=batch_size, validation_size=0.0,
+                      early_stopping=False, progress=False, seed=seed, extra=extra or {})
+    trainer = Trainer(vae, source, codes, None, cfg, train_indices=np.sort(train_idx),
+                      validation_indices=np.zeros(0, dtype=np.int64))
+    return trainer.fit(), init
+
+
+def run_case(name: str, args: argparse.Namespace) -> dict:
+    """Run one case in this process; returns its JSON record."""
+    import torch
+
+    from convnetvae.data.backed import H5CSRSource
+    from convnetvae.data.loader import InMemorySource
+    from dense_reference import DenseConvVAE, dense_from_sparse, train_dense
+
+    torch.set_num_threads(args.threads)
+    spec = CASES[name]
+    n, g = spec["n_cells"], spec["n_bins"]
+    B = args.batch_size
+    rec: dict = {"case": name, "n_cells": n, "n_modalities": len(MODALITIES), "n_bins": g,
+                 "storage": spec["storage"], "architecture": args.architecture,
+                 "batch_size": B, "threads": args.threads, "nnz_per_cell_modality": args.nnz}
+    rng = np.random.default_rng(args.seed)
+    t0 = time.perf_counter()
+    if spec["storage"] == "memory":
+        mats = random_counts(n, g, args.nnz, args.seed)
+        source = InMemorySource(mats)
+        codes = rng.integers(0, 2, n)
+    else:
+        path = Path(args.data_dir) / f"random_{n}x{g}_nnz{int(args.nnz)}.h5ad"
+        if not path.exists():
+            write_random_h5ad(path, n, g, args.nnz, args.seed)
+        rec["file"] = str(path)
+        rec["file_gb"] = path.stat().st_size / 1e9
+        source = H5CSRSource(str(path), MODALITIES)
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            cats = f["obs/batch/codes"][:]
+        codes = cats.astype(np.int64)
+        mats = None
+    rec["data_seconds"] = time.perf_counter() - t0
+    nnz_total = sum(int(source.indptrs[j][-1]) for j in range(3)) if mats is None else \
+        sum(m.nnz for m in mats)
+    rec["nnz_total"] = nnz_total
+    rec["dense_float32_gb"] = n * len(MODALITIES) * g * 4 / 1e9
+    rec["peak_rss_mb_after_data"] = peak_rss_mb()
+
+    full = name == "paper"
+    if full:
+        train_idx = np.arange(n)
+        epochs = args.epochs
+        rec["timing"] = f"{epochs} full epochs ({n // B} minibatches each); per epoch = the mean"
+    else:
+        nb = args.max_batches
+        if spec["storage"] == "disk" and args.block_size:
+            off = int(rng.integers(0, n - nb * B))
+            train_idx = np.arange(off, off + nb * B)
+        else:
+            train_idx = np.sort(rng.choice(n, nb * B, replace=False))
+        epochs = 2
+        rec["timing"] = (f"bounded: {nb} minibatches of {B} random cells per pass, 2 passes, "
+                         f"seconds per minibatch from the faster pass, epoch extrapolated as "
+                         f"s/minibatch x {n} / {B}")
+    extra = {"shuffle_block_size": args.block_size} if (spec["storage"] == "disk"
+                                                       and args.block_size) else None
+    hist, init = _sparse_train(source, codes, g, args.architecture, train_idx, epochs, B,
+                               args.seed, chrom_aware=not full, extra=extra)
+    steps = max(1, len(train_idx) // B)
+    per_batch = min(h["seconds"] for h in hist) / steps
+    rec["sparse"] = {"seconds_per_minibatch": per_batch,
+                     "seconds_per_epoch": (float(np.mean([h["seconds"] for h in hist]))
+                                           if full else per_batch * n / B),
+                     "loss_curve": [h["train_loss"] for h in hist],
+                     "peak_rss_mb": peak_rss_mb(), "chrom_aware": not full}
+    if extra:
+        rec["sparse"]["shuffle"] = f"block shuffle, blocks of {args.block_size} rows x 8"
+    # ---- dense reference
+    if args.no_dense:
+        return rec
+    rss_before = peak_rss_mb()
+    if full:
+        data = dense_from_sparse(mats)
+        dense_rows = np.arange(n)
+    else:
+        m_cells = min(args.dense_cells, n)
+        dense_rows = np.sort(rng.choice(n, m_cells, replace=False))
+        sub = [m[dense_rows] for m in mats] if mats is not None else [
+            rows_csr(source, j, dense_rows) for j in range(len(MODALITIES))]
+        data = dense_from_sparse(sub)
+    torch.manual_seed(args.seed)
+    dense = DenseConvVAE(len(MODALITIES), g, 2, args.architecture)
+    if full:  # same function (chrom_aware=False): start from the same weights
+        dense.load_state_dict(init)
+    dcodes = codes[dense_rows]
+    t_idx = np.arange(len(dense_rows)) if full else np.arange(
+        min(len(dense_rows), args.max_batches * B))
+    dh = train_dense(dense, data, dcodes, t_idx, epochs, B, seed=args.seed)
+    d_steps = max(1, len(t_idx) // B)
+    d_per_batch = min(h["seconds"] for h in dh) / d_steps
+    rec["dense_reference"] = {
+        "seconds_per_minibatch": d_per_batch,
+        "seconds_per_epoch": (float(np.mean([h["seconds"] for h in dh])) if full
+                              else d_per_batch * n / B),
+        "loss_curve": [h["train_loss"] for h in dh],
+        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_growth_mb": peak_rss_mb() - rss_before,
+        "dense_tensor": "whole data set" if full else
+        f"{len(dense_rows)} cells (full tensor would be {rec['dense_float32_gb']:.1f} GB)",
+    }
+    rec["speedup_vs_dense"] = rec["dense_reference"]["seconds_per_epoch"] / \
+        rec["sparse"]["seconds_per_epoch"]
+    if full:
+        a = np.array(rec["sparse"]["loss_curve"])
+        b = np.array(rec["dense_reference"]["loss_curve"])
+        rec["loss_curve_max_relative_difference"] = float(np.max(np.abs(a - b) / np.abs(b)))
+    return rec
+
+
+# ---------------------------------------------------------------------- driver
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--cases", default="paper,all_bins,cells_100k,cells_1m")
+    p.add_argument("--architecture", default="conv-k31s31")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--epochs", type=int, default=2, help="full epochs of the paper case")
+    p.add_argument("--max-batches", type=int, default=12,
+                   help="minibatches per pass in the bounded cases")
+    p.add_argument("--dense-cells", type=int, default=1536)
+    p.add_argument("--nnz", type=float, default=500)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--block-size", type=int, default=0,
+                   help="block shuffle for the disk case (0 = free shuffle)")
+    p.add_argument("--no-dense", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(), "convnetvae_scale"))
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "scale.json"))
+    p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one case
+    a = p.parse_args(argv)
+    if a.one:
+        rec = run_case(a.one, a)
+        print("RESULT " + json.dumps(rec))
+        return 0
+    from convnetvae.io_utils import write_json
+
+    Path(a.data_dir).mkdir(parents=True, exist_ok=True)
+    records = []
+    passthrough = [x for x in (argv if argv is not None else sys.argv[1:])]
+    for name in [c for c in a.cases.split(",") if c]:
+        if name not in CASES:
+            raise SystemExit(f"unknown case {name!r}; choose from {sorted(CASES)}")
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, __file__, *passthrough, "--one", name],
+                              capture_output=True, text=True)
+        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+        if proc.returncode != 0 or not line:
+            rec = {"case": name, "error": proc.stderr[-3000:]}
+        else:
+            rec = json.loads(line[-1][7:])
+        rec["wall_seconds"] = time.perf_counter() - t0
+        records.append(rec)
+        print(json.dumps({k: v for k, v in rec.items() if k not in ("error",)}, default=str)
+              if "error" not in rec else f"{name}: FAILED\n{rec['error']}", flush=True)
+    out = {"benchmark": "scale",
+           "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+           "machine": {"cpus": os.cpu_count(), "note": "2 shared cores, 24 GiB"},
+           "data": "random sparse counts (see benchmarks/scale.py docstring), not simulate()",
+           "cases": records}
+    if Path(a.out).exists():  # keep results of cases not rerun
+        try:
+            old = json.loads(Path(a.out).read_text())
+            done = {r["case"] for r in records}
+            out["cases"] = [r for r in old.get("cases", []) if r.get("case") not in done] + records
+        except (json.JSONDecodeError, KeyError):
+            pass
+    write_json(a.out, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

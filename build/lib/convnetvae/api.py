@@ -1,0 +1,457 @@
+"""The user-facing :class:`ConvNetVAE` (scvi-tools-like).
+
+>>> import convnetvae as cv
+>>> adata = cv.simulate(n_cells=500, n_bins=2000)
+>>> cv.ConvNetVAE.setup_anndata(adata, modalities=["ATAC", "H3K27ac", "H3K27me3"],
+...                             batch_key="batch")
+>>> model = cv.ConvNetVAE(adata, architecture="conv-k31s31")
+>>> model.train(max_epochs=5, progress=False)
+>>> adata.obsm["X_convnetvae"] = model.get_latent_representation()
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import warnings
+from pathlib import Path
+from typing import Callable, Sequence
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import torch
+
+from .data import contract
+from .data.loader import CountSource, InMemorySource, MinibatchLoader
+from .errors import ConvNetVAEError
+from .io_utils import atomic_path, write_json
+from .model.vae import VAE, ModuleConfig, count_parameters, module_config_from_dict
+from .train import Trainer, TrainConfig, resolve_device
+
+MODEL_FORMAT = 1
+DEFAULT_ARCHITECTURE = "conv-k31s31"
+
+
+def _source_for(adata: ad.AnnData, modalities: Sequence[str]) -> CountSource:
+    from .data.backed import source_from_anndata
+
+    return source_from_anndata(adata, modalities)
+
+
+class ConvNetVAE:
+    """ConvNet-VAE model over the bins of an AnnData set up with :meth:`setup_anndata`.
+
+    Parameters
+    ----------
+    adata
+        Cells x bins with one count layer per modality (see :meth:`setup_anndata`).
+    architecture
+        ``"conv-k31s31"`` (default; the authors' published demo), ``"conv-k51s51"``,
+        ``"conv-k11s11"``, ``"conv-k11s3x1"`` .. ``"conv-k11s3x3"`` (Group 2), any
+        ``"conv-k<K>s<S>[x<L>]"``, or the FC-VAE baselines ``"fc-l1"`` .. ``"fc-l3"``.
+    likelihood
+        ``"poisson"`` (paper default) or ``"nb"`` (one dispersion per bin and modality).
+    n_latent
+        Latent dimension D (30 in the paper).
+    n_hidden
+        Width of the FC layer (128).
+    dropout
+        Dropout rate (0.2).
+    chrom_aware
+        Pad each chromosome on its own so no kernel mixes bins of two chromosomes (default); set
+        ``False`` to reproduce the paper (kernels run across chromosome boundaries).
+    seed
+        Seed for the weight initialisation.
+    """
+
+    def __init__(self, adata: ad.AnnData, architecture: str = DEFAULT_ARCHITECTURE,
+                 likelihood: str = "poisson", n_latent: int = 30, n_hidden: int = 128,
+                 dropout: float = 0.2, chrom_aware: bool = True, seed: int = 0) -> None:
+        self.registry = contract.get_registry(adata)
+        self.adata = adata
+        contract.check_var_coordinates(adata.var)
+        if adata.n_vars != self.registry["n_bins"]:
+            raise ConvNetVAEError("adata changed since setup_anndata: run setup_anndata again")
+        self.bins = adata.var[["chrom", "start", "end"]].copy()
+        self.bins["chrom"] = self.bins["chrom"].astype(str)
+        chrom_lengths = contract.chromosome_lengths(self.bins)
+        mods = self.registry["modalities"]
+        config = ModuleConfig(
+            n_modalities=len(mods), chrom_lengths=chrom_lengths,
+            n_batches=max(1, len(self.registry["batch_categories"])), architecture=architecture,
+            likelihood=likelihood, n_latent=int(n_latent), n_hidden=int(n_hidden),
+            dropout=float(dropout), chrom_aware=bool(chrom_aware),
+            use_mask=bool(self.registry.get("has_missing", False)))
+        torch.manual_seed(seed)
+        self.module = VAE(config)
+        self.seed = seed
+        self.history_: list[dict] = []
+        self.is_trained = False
+        self.train_config: dict = {}
+
+    # ------------------------------------------------------------------ setup
+    @staticmethod
+    def setup_anndata(adata: ad.AnnData, modalities: Sequence[str] | None = None,
+                      batch_key: str | None = None, labels_key: str | None = None,
+                      mask_key: str | None = None) -> None:
+        """Validate ``adata`` and register the modalities, batch and label columns.
+
+        Parameters
+        ----------
+        adata
+            Cells x bins. ``layers[m]`` holds the raw counts of modality ``m``; ``var`` has
+            ``chrom``, ``start``, ``end`` (0-based, half-open) in genome order.
+        modalities
+            Layer names, in channel order (default ``adata.uns["modalities"]``).
+        batch_key
+            ``obs`` column with the batch (sample) of each cell; the model removes its effect.
+        labels_key
+            ``obs`` column with cell labels (evaluation only).
+        mask_key
+            ``obsm`` key of a boolean cells x modalities mask (True = observed) for cells that lack
+            some modalities (default ``"modality_mask"`` when present).
+        """
+        contract.setup_anndata(adata, modalities, batch_key, labels_key, mask_key)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.registry["modalities"])
+
+    @property
+    def history(self) -> pd.DataFrame:
+        """Per-epoch ELBO, reconstruction and KL for train (and validation)."""
+        return pd.DataFrame(self.history_)
+
+    @property
+    def n_parameters(self) -> int:
+        return count_parameters(self.module)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+    def __repr__(self) -> str:
+        c = self.module.config
+        state = "trained" if self.is_trained else "not trained"
+        return (f"ConvNetVAE({c.architecture}, likelihood={c.likelihood}, n_latent={c.n_latent},"
+                f" modalities={self.modalities}, bins={self.module.n_bins}, "
+                f"batches={c.n_batches}, parameters={self.n_parameters:,}; {state})")
+
+    # ------------------------------------------------------------------ data access
+    def _prepare(self, adata: ad.AnnData | None) -> tuple[ad.AnnData, CountSource, np.ndarray,
+                                                          np.ndarray | None]:
+        adata = self.adata if adata is None else adata
+        mods = self.modalities
+        for m in mods:
+            if m not in adata.layers:
+                raise ConvNetVAEError(
+                    f"layer {m!r} not found in adata.layers (available: "
+                    f"{list(adata.layers.keys())}); the model was trained on {mods}")
+        if "chrom" not in adata.var.columns:
+            contract.check_var_coordinates(adata.var)
+        contract.check_same_bins(adata, self.bins, mods, mods)
+        if adata is not self.adata:
+            for m in mods:
+                contract.check_counts(adata.layers[m], m)
+        codes = contract.batch_codes(adata, self.registry)
+        mask_key = self.registry.get("mask_key")
+        mask = contract.get_mask(adata, mods, mask_key) if (
+            mask_key is not None and mask_key in adata.obsm) or (
+            mask_key is None and contract.MASK_KEY in adata.obsm) else None
+        if mask is not None and not mask.all() and not self.module.config.use_mask \
+                and self.module.arch.kind == "conv":
+            warnings.warn("these cells lack some modalities but the model was trained without "
+                          "missing modalities; embeddings of those cells may be poor",
+                          stacklevel=3)
+        return adata, _source_for(adata, mods), codes, mask
+
+    def _loader(self, adata: ad.AnnData | None, batch_size: int) -> tuple[MinibatchLoader,
+                                                                          ad.AnnData]:
+        adata, source, codes, mask = self._prepare(adata)
+        return MinibatchLoader(source, codes, mask, batch_size=batch_size, shuffle=False,
+                               device=self.device), adata
+
+    # ------------------------------------------------------------------ training
+    def train(self, max_epochs: int = 300, batch_size: int = 128, lr: float = 1e-3,
+              validation_size: float = 0.1, early_stopping: bool = True, patience: int = 20,
+              seed: int | None = None, device: str = "auto", progress: bool = True,
+              callback: Callable[[int, dict], None] | None = None,
+              stop_event: threading.Event | None = None, kl_warmup_epochs: int = 0,
+              grad_clip: float | None = 100.0, weight_decay: float = 0.0,
+              mixed_precision: bool = False, checkpoint_dir: str | os.PathLike | None = None,
+              checkpoint_every: int = 1, resume: bool = False,
+              n_threads: int | None = None) -> "ConvNetVAE":
+        """Train the model (Adam, minibatches densified one at a time from sparse counts).
+
+        Parameters
+        ----------
+        max_epochs
+            Maximum number of passes over the training cells (the paper: 300 or 200).
+        batch_size
+            Cells per minibatch (128).
+        lr
+            Adam learning rate (1e-3).
+        validation_size
+            Fraction of cells held out for validation and early stopping (0 = none).
+        early_stopping
+            Stop when the validation loss has not improved for ``patience`` epochs and restore
+            the best weights; ``False`` trains exactly ``max_epochs`` as the paper.
+        patience
+            Epochs without improvement before stopping.
+        seed
+            Seed for the split, shuffling and sampling (default: the model's seed).
+        device
+            ``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        progress
+            Show a tqdm progress bar with the loss.
+        callback
+            ``callback(epoch, row)`` after each epoch (live loss curves).
+        stop_event
+            A :class:`threading.Event`; setting it stops after the current minibatch and keeps the
+            best model so far. Ctrl-C (KeyboardInterrupt) does the same.
+        kl_warmup_epochs
+            Linearly increase the KL weight over this many epochs (0 = off, as the paper).
+        grad_clip
+            Clip the gradient norm to this value (``None`` = off).
+        weight_decay
+            Adam weight decay.
+        mixed_precision
+            bfloat16 autocast on CUDA (ignored on CPU).
+        checkpoint_dir, checkpoint_every, resume
+            Write a resumable checkpoint every ``checkpoint_every`` epochs; ``resume=True``
+            continues from the last one in ``checkpoint_dir``.
+        n_threads
+            CPU threads for torch (default: torch's choice).
+        """
+        adata, source, codes, mask = self._prepare(None)
+        cfg = TrainConfig(max_epochs=int(max_epochs), batch_size=int(batch_size), lr=float(lr),
+                          weight_decay=float(weight_decay), validation_size=float(validation_size),
+                          early_stopping=bool(early_stopping), patience=int(patience),
+                          kl_warmup_epochs=int(kl_warmup_epochs), grad_clip=grad_clip,
+                          seed=int(self.seed if seed is None else seed), device=device,
+                          mixed_precision=mixed_precision, progress=progress,
+                          checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None,
+                          checkpoint_every=int(checkpoint_every), resume=bool(resume),
+                          n_threads=n_threads)
+        trainer = Trainer(self.module, source, codes, mask, cfg, callback=callback,
+                          stop_event=stop_event)
+        hist = trainer.fit()
+        self.history_ = list(hist)
+        self.is_trained = len(hist) > 0 or self.is_trained
+        self.train_config = {k: v for k, v in cfg.__dict__.items() if k != "extra"}
+        self.train_config.update({"stopped_early": trainer.stopped_early,
+                                  "interrupted": trainer.interrupted,
+                                  "best_epoch": trainer.best_epoch,
+                                  "epochs_trained": len(hist)})
+        self.trainer_ = trainer
+        return self
+
+    # ------------------------------------------------------------------ outputs
+    @torch.no_grad()
+    def get_latent_representation(self, adata: ad.AnnData | None = None, give_mean: bool = True,
+                                  batch_size: int = 512) -> np.ndarray:
+        """Cell embedding (cells x n_latent): the posterior means (or a sample).
+
+        Parameters
+        ----------
+        adata
+            Cells to embed, with the same bins and modalities (and known batches); default the
+            training data.
+        give_mean
+            Return the mean of q(z | x, b) (default) or one sample.
+        batch_size
+            Cells per forward pass.
+        """
+        loader, adata = self._loader(adata, batch_size)
+        self.module.eval()
+        out = np.zeros((adata.n_obs, self.module.config.n_latent), dtype=np.float32)
+        for mb in loader:
+            mu, logvar = self.module.encode(mb.x, mb.batch, mb.mask)
+            z = mu if give_mean else mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+            out[mb.index] = z.float().cpu().numpy()
+        return out
+
+    @torch.no_grad()
+    def get_normalized_signal(self, adata: ad.AnnData | None = None,
+                              modality: str | None = None, library_size: float | str = 1.0,
+                              transform_batch: str | None = None, batch_size: int = 256
+                              ) -> np.ndarray | dict[str, np.ndarray]:
+        """Decoder rates: the model's denoised signal per cell and bin.
+
+        Missing modalities are imputed: the rates come from the embedding of the modalities a
+        cell has.
+
+        Parameters
+        ----------
+        adata
+            Cells (default the training data).
+        modality
+            One modality (returns cells x bins) or ``None`` (returns a dict of all).
+        library_size
+            ``1.0`` gives the softmax weights (each row sums to 1); a number scales them;
+            ``"observed"`` multiplies by each cell's observed library size (rows sum to the
+            library size; 0 for a missing modality).
+        transform_batch
+            Decode every cell as if it came from this batch (default: its own batch).
+        batch_size
+            Cells per forward pass.
+        """
+        loader, adata = self._loader(adata, batch_size)
+        mods = self.modalities
+        if modality is not None and modality not in mods:
+            raise ConvNetVAEError(f"modality {modality!r} is not one of the model's {mods}")
+        wanted = [mods.index(modality)] if modality is not None else list(range(len(mods)))
+        out = {mods[j]: np.zeros((adata.n_obs, self.module.n_bins), dtype=np.float32)
+               for j in wanted}
+        tb = None
+        if transform_batch is not None:
+            cats = self.registry["batch_categories"]
+            if str(transform_batch) not in cats:
+                raise ConvNetVAEError(f"transform_batch {transform_batch!r} is not one of {cats}")
+            tb = cats.index(str(transform_batch))
+        self.module.eval()
+        for mb in loader:
+            mu, _ = self.module.encode(mb.x, mb.batch, mb.mask)
+            b = mb.batch if tb is None else torch.full_like(mb.batch, tb)
+            w = self.module.decode(mu, b).exp()
+            if library_size == "observed":
+                w = w * mb.x.sum(-1, keepdim=True)
+            elif isinstance(library_size, (int, float)):
+                w = w * float(library_size)
+            else:
+                raise ConvNetVAEError(
+                    f"library_size must be a number or 'observed', got {library_size!r}")
+            w = w.float().cpu().numpy()
+            for j in wanted:
+                out[mods[j]][mb.index] = w[:, j, :]
+        return out[modality] if modality is not None else out
+
+    def get_marginal_ll(self, adata: ad.AnnData | None = None, n_samples: int = 100,
+                        batch_size: int = 64) -> np.ndarray:
+        """Per-cell marginal log-likelihood log p(x | b) by importance sampling (paper eq. 8)."""
+        from .evaluate.likelihood import marginal_log_likelihood
+
+        return marginal_log_likelihood(self, adata=adata, n_samples=n_samples,
+                                       batch_size=batch_size)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Save to a directory: ``config.json`` (versioned) and ``model.safetensors``.
+
+        Neither file can execute code when loaded.
+        """
+        from safetensors.torch import save_file
+
+        d = Path(path)
+        if d.exists() and any(d.iterdir()) and not overwrite:
+            raise ConvNetVAEError(f"{d} exists and is not empty; pass overwrite=True")
+        d.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
+        with atomic_path(d / "model.safetensors") as tmp:
+            save_file(state, str(tmp), metadata={"format": str(MODEL_FORMAT)})
+        config = {
+            "format": MODEL_FORMAT,
+            "package": "convnetvae",
+            "module": self.module.config.to_dict(),
+            "registry": {k: v for k, v in self.registry.items()},
+            "bins": {"chrom": self.bins["chrom"].astype(str).tolist(),
+                     "start": np.asarray(self.bins["start"], dtype=np.int64).tolist(),
+                     "end": np.asarray(self.bins["end"], dtype=np.int64).tolist(),
+                     "names": [str(n) for n in self.bins.index]},
+            "seed": self.seed,
+            "is_trained": self.is_trained,
+            "train_config": self.train_config,
+            "history": self.history_,
+        }
+        write_json(d / "config.json", config)
+        return d
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, adata: ad.AnnData | None = None,
+             device: str = "auto") -> "ConvNetVAE":
+        """Load a model saved with :meth:`save` and attach it to ``adata``.
+
+        ``adata`` must have the model's bins, modalities and batch column; it is set up with the
+        model's registry. Without ``adata`` the model can only be inspected.
+        """
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        d = Path(path)
+        cfg_path, w_path = d / "config.json", d / "model.safetensors"
+        if not d.is_dir() or not cfg_path.exists() or not w_path.exists():
+            raise ConvNetVAEError(f"{d} is not a saved ConvNetVAE model (expected a directory "
+                                  "with config.json and model.safetensors)")
+        try:
+            config = json.loads(cfg_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ConvNetVAEError(f"{cfg_path} is corrupted (not valid JSON): {err}") from None
+        if not isinstance(config, dict) or config.get("package") != "convnetvae":
+            raise ConvNetVAEError(f"{cfg_path} is not a convnetvae model config")
+        fmt = config.get("format")
+        if not isinstance(fmt, int) or fmt > MODEL_FORMAT:
+            raise ConvNetVAEError(
+                f"{d} was saved by a newer convnetvae (model format {fmt}, this version reads up "
+                f"to {MODEL_FORMAT}); upgrade convnetvae")
+        contract.check_saved_config(config, str(cfg_path))
+        try:
+            mcfg = module_config_from_dict(config["module"])
+            registry = dict(config["registry"])
+            bins = pd.DataFrame({"chrom": config["bins"]["chrom"],
+                                 "start": config["bins"]["start"], "end": config["bins"]["end"]},
+                                index=config["bins"].get("names"))
+        except ConvNetVAEError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            what = f"missing {err}" if isinstance(err, KeyError) else f"{type(err).__name__}: {err}"
+            raise ConvNetVAEError(f"{cfg_path} is incomplete or invalid ({what})") from None
+        try:
+            state = load_file(str(w_path))
+        except (SafetensorError, OSError) as err:
+            raise ConvNetVAEError(f"{w_path} is corrupted or truncated: {err}") from None
+        try:
+            module = VAE(mcfg)
+        except (TypeError, ValueError, RuntimeError) as err:  # ConvNetVAEError is a ValueError
+            raise ConvNetVAEError(f"{cfg_path} has invalid model settings: {err}") from None
+        try:
+            module.load_state_dict(state)
+        except RuntimeError as err:
+            raise ConvNetVAEError(f"{w_path} does not match its config: {err}") from None
+        self = cls.__new__(cls)
+        self.module = module.to(resolve_device(device)).eval()
+        self.registry = registry
+        self.bins = bins
+        self.seed = config.get("seed", 0)
+        self.is_trained = bool(config.get("is_trained", True))
+        self.train_config = config.get("train_config", {})
+        self.history_ = list(config.get("history", []))
+        self.adata = None
+        if adata is not None:
+            self._attach(adata)
+        return self
+
+    def _attach(self, adata: ad.AnnData) -> None:
+        reg = self.registry
+        for m in reg["modalities"]:
+            if m not in adata.layers:
+                raise ConvNetVAEError(
+                    f"layer {m!r} not found in adata.layers (available: "
+                    f"{list(adata.layers.keys())}); the model was trained on "
+                    f"{reg['modalities']}")
+        contract.check_var_coordinates(adata.var)
+        contract.check_same_bins(adata, self.bins, reg["modalities"], reg["modalities"])
+        bk = reg.get("batch_key")
+        if bk is not None and bk not in adata.obs.columns:
+            raise ConvNetVAEError(f"the model was trained with batch_key {bk!r}, which is not a "
+                                  "column of adata.obs")
+        contract.batch_codes(adata, reg)
+        new = contract.setup_anndata(adata, reg["modalities"], bk, reg.get("labels_key")
+                                     if reg.get("labels_key") in adata.obs.columns else None,
+                                     reg.get("mask_key"))
+        new["batch_categories"] = reg["batch_categories"]
+        new["has_missing"] = reg.get("has_missing", False)
+        adata.uns[contract.REGISTRY_KEY] = new
+        self.adata = adata

@@ -1,0 +1,208 @@
+"""Sparse counts -> dense minibatches, one minibatch at a time.
+
+The full cells x modalities x bins array is never built: each modality stays a CSR matrix (in
+memory, or on disk in a backed h5ad) and a minibatch of rows is scattered into a dense
+(B, M, G) float32 buffer, which is then moved to the training device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Protocol, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+
+class CountSource(Protocol):
+    """Row access to sparse count matrices of several modalities over the same bins."""
+
+    n_obs: int
+    n_bins: int
+    n_modalities: int
+
+    def csr_rows(self, modality: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray,
+                                                                   np.ndarray]:
+        """(indptr, indices, data) of the given rows (sorted, unique) of one modality."""
+
+
+class InMemorySource:
+    """CSR matrices held in memory (one per modality)."""
+
+    def __init__(self, matrices: Sequence[sp.spmatrix]) -> None:
+        self.mats = [m if sp.isspmatrix_csr(m) else sp.csr_matrix(m) for m in matrices]
+        self.n_obs, self.n_bins = self.mats[0].shape
+        self.n_modalities = len(self.mats)
+
+    def csr_rows(self, modality: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray,
+                                                                   np.ndarray]:
+        mat = self.mats[modality]
+        starts = mat.indptr[rows]
+        ends = mat.indptr[rows + 1]
+        lengths = (ends - starts).astype(np.int64)
+        indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        total = int(indptr[-1])
+        if total == 0:
+            return indptr, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        pos = np.arange(total, dtype=np.int64) - np.repeat(indptr[:-1], lengths) \
+            + np.repeat(starts.astype(np.int64), lengths)
+        return indptr, mat.indices[pos], mat.data[pos]
+
+
+def densify(source: CountSource, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Dense float32 (len(rows), M, G) array of the given rows."""
+    b = len(rows)
+    m, g = source.n_modalities, source.n_bins
+    if out is None or out.shape != (b, m, g):
+        out = np.zeros((b, m, g), dtype=np.float32)
+    else:
+        out.fill(0.0)
+    flat = out.reshape(b, m * g)
+    for j in range(m):
+        indptr, indices, data = source.csr_rows(j, rows)
+        lengths = np.diff(indptr)
+        r = np.repeat(np.arange(b), lengths)
+        flat[r, j * g + indices] = data
+    return out
+
+
+@dataclass
+class Minibatch:
+    """One minibatch on the training device."""
+
+    x: torch.Tensor        # (B, M, G) float32 counts
+    batch: torch.Tensor    # (B,) int64 batch codes
+    mask: torch.Tensor     # (B, M) bool, True = observed (and non-empty)
+    index: np.ndarray      # (B,) row numbers into the source
+
+
+class MinibatchLoader:
+    """Iterate over rows of a :class:`CountSource` in minibatches.
+
+    Parameters
+    ----------
+    source
+        The counts.
+    batch_codes
+        Integer batch code per row.
+    mask
+        Boolean rows x modalities (True = observed) or ``None``.
+    indices
+        Rows to iterate over (default all).
+    batch_size
+        Rows per minibatch.
+    shuffle
+        Shuffle each epoch with ``generator``.
+    drop_last
+        Drop a final minibatch with fewer than 2 rows when training (BatchNorm needs >= 2).
+    device
+        Where the tensors go.
+    generator
+        Random generator of the shuffle.
+    block_size
+        Block shuffling for sources on disk (``None`` = shuffle rows freely). The rows are cut into
+        contiguous blocks of ``block_size``; the blocks are shuffled, grouped into buffers of
+        ``buffer_blocks`` blocks, and the rows are shuffled within each buffer. Each buffer is
+        read from the source in ``buffer_blocks`` contiguous reads and its minibatches are served
+        from memory. Every row is still seen once per epoch, but a minibatch holds rows of at most
+        ``buffer_blocks`` blocks: if the file is sorted (by sample or cell type), write it in a
+        random row order once, or minibatches will be less diverse than with free shuffling.
+    buffer_blocks
+        Blocks per buffer (memory: about ``block_size * buffer_blocks`` cells' non-zeros).
+    """
+
+    def __init__(self, source: CountSource, batch_codes: np.ndarray, mask: np.ndarray | None,
+                 indices: np.ndarray | None = None, batch_size: int = 128, shuffle: bool = False,
+                 drop_last: bool = False, device: torch.device | str = "cpu",
+                 generator: np.random.Generator | None = None, block_size: int | None = None,
+                 buffer_blocks: int = 8) -> None:
+        self.source = source
+        self.batch_codes = np.asarray(batch_codes, dtype=np.int64)
+        self.mask = None if mask is None else np.asarray(mask, dtype=bool)
+        self.indices = np.arange(source.n_obs) if indices is None else np.asarray(indices)
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.device = torch.device(device)
+        self.rng = generator or np.random.default_rng(0)
+        self._pin = self.device.type == "cuda"
+        self.block_size = int(block_size) if block_size else None
+        self.buffer_blocks = max(1, int(buffer_blocks))
+        self._buffer_of_row: np.ndarray | None = None
+        self._cache: tuple[int, np.ndarray, InMemorySource] | None = None
+
+    def __len__(self) -> int:
+        n = len(self.indices)
+        full, rest = divmod(n, self.batch_size)
+        if rest and not (self.drop_last and rest < 2):
+            full += 1
+        return full
+
+    def batches(self) -> list[np.ndarray]:
+        """The row indices of each minibatch of one epoch (draws the shuffle)."""
+        if self.shuffle and self.block_size:
+            order = self._block_order()
+        else:
+            order = self.rng.permutation(self.indices) if self.shuffle else self.indices
+        out = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        if self.drop_last and out and len(out[-1]) < 2:
+            out = out[:-1]
+        return out
+
+    def _block_order(self) -> np.ndarray:
+        """One epoch's block-shuffled order; records which buffer each row belongs to."""
+        idx = np.sort(self.indices)
+        blocks = [idx[i:i + self.block_size] for i in range(0, len(idx), self.block_size)]
+        blocks = [blocks[i] for i in self.rng.permutation(len(blocks))]
+        buffer_of_row = np.full(self.source.n_obs, -1, dtype=np.int32)
+        parts = []
+        for b, i in enumerate(range(0, len(blocks), self.buffer_blocks)):
+            buf = np.concatenate(blocks[i:i + self.buffer_blocks])
+            buffer_of_row[buf] = b
+            parts.append(self.rng.permutation(buf))
+        self._buffer_of_row = buffer_of_row
+        self._cache = None
+        return np.concatenate(parts) if parts else idx
+
+    def _rows_source(self, sorted_rows: np.ndarray) -> tuple[CountSource, np.ndarray]:
+        """Where to read ``sorted_rows`` from: the in-memory buffer that holds them, if any."""
+        if self._buffer_of_row is None:
+            return self.source, sorted_rows
+        owners = np.unique(self._buffer_of_row[sorted_rows])
+        if len(owners) != 1 or owners[0] < 0:  # a minibatch straddling two buffers
+            return self.source, sorted_rows
+        b = int(owners[0])
+        if self._cache is None or self._cache[0] != b:
+            buf = np.flatnonzero(self._buffer_of_row == b)
+            mats = []
+            for j in range(self.source.n_modalities):
+                indptr, indices, data = self.source.csr_rows(j, buf)
+                mats.append(sp.csr_matrix((data, indices, indptr),
+                                          shape=(len(buf), self.source.n_bins)))
+            self._cache = (b, buf, InMemorySource(mats))
+        _, buf, cached = self._cache
+        return cached, np.searchsorted(buf, sorted_rows)
+
+    def load(self, rows: np.ndarray) -> Minibatch:
+        """Densify the given rows and move them to the device."""
+        sorted_rows = np.sort(rows)
+        src, local = self._rows_source(sorted_rows)
+        x = densify(src, local)
+        xt = torch.from_numpy(x)
+        lib_pos = xt.sum(-1) > 0
+        if self.mask is not None:
+            mask = torch.from_numpy(self.mask[sorted_rows]) & lib_pos
+        else:
+            mask = lib_pos
+        bt = torch.from_numpy(self.batch_codes[sorted_rows])
+        if self._pin:
+            xt, mask, bt = xt.pin_memory(), mask.pin_memory(), bt.pin_memory()
+        nb = self._pin
+        return Minibatch(xt.to(self.device, non_blocking=nb), bt.to(self.device, non_blocking=nb),
+                         mask.to(self.device, non_blocking=nb), sorted_rows)
+
+    def __iter__(self) -> Iterator[Minibatch]:
+        for rows in self.batches():
+            yield self.load(rows)

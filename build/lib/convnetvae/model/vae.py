@@ -1,0 +1,189 @@
+"""The VAE module: encoder + decoder + likelihood, and the ELBO.
+
+Generative model (paper eq. 1): x_mg ~ Poisson(l_m softmax_g(f_dec(z, b))_mg), z ~ N(0, I),
+with the observed library size l_m; negative binomial optional with one dispersion per bin and
+modality. Modalities a cell lacks (mask False) are zeroed in the encoder input, passed as a mask
+to the encoder, and left out of the reconstruction term, so they cannot change the loss or the
+embedding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from ..errors import ConvNetVAEError
+from .architectures import parse_architecture
+from .convnet import ConvDecoder, ConvEncoder
+from .fc_poe import FCPoEDecoder, FCPoEEncoder
+from .likelihoods import log_factorial_sum, nb_log_prob, poisson_log_prob
+
+LOGVAR_MIN, LOGVAR_MAX = -15.0, 10.0
+
+
+@dataclass
+class ModuleConfig:
+    """Everything needed to rebuild a VAE module (saved as JSON with the weights)."""
+
+    n_modalities: int
+    chrom_lengths: list[int]
+    n_batches: int
+    architecture: str = "conv-k31s31"
+    likelihood: str = "poisson"
+    n_latent: int = 30
+    n_hidden: int = 128
+    dropout: float = 0.2
+    chrom_aware: bool = True
+    use_mask: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class VAE(nn.Module):
+    """ConvNet-VAE (or FC-VAE) module.
+
+    Use :meth:`forward` for training (returns per-cell reconstruction log-likelihood and KL),
+    :meth:`encode` for embeddings, :meth:`log_px_z` for importance sampling.
+    """
+
+    def __init__(self, config: ModuleConfig) -> None:
+        super().__init__()
+        self.config = config
+        arch = parse_architecture(config.architecture)
+        if config.likelihood not in ("poisson", "nb"):
+            raise ConvNetVAEError(
+                f"likelihood must be 'poisson' or 'nb', got {config.likelihood!r}")
+        if config.n_latent < 1 or config.n_hidden < 1:
+            raise ConvNetVAEError("n_latent and n_hidden must be positive")
+        if not 0.0 <= config.dropout < 1.0:
+            raise ConvNetVAEError(f"dropout must be in [0, 1), got {config.dropout}")
+        self.arch = arch
+        m = config.n_modalities
+        g = int(sum(config.chrom_lengths))
+        self.n_bins = g
+        n_extra = m if config.use_mask else 0
+        if arch.kind == "conv":
+            lengths = config.chrom_lengths if config.chrom_aware else [g]
+            # the smallest segment must hold at least one window at every layer
+            if g < arch.kernel:
+                raise ConvNetVAEError(
+                    f"architecture {arch.name!r} has kernel {arch.kernel} but the data has only "
+                    f"{g} bins: choose a smaller kernel (e.g. conv-k11s11) or more bins")
+            del lengths
+            self.encoder: nn.Module = ConvEncoder(
+                m, config.chrom_lengths, arch.kernel, arch.stride, arch.channels,
+                config.n_batches, n_extra, config.n_hidden, config.n_latent, config.dropout,
+                config.chrom_aware)
+            self.decoder: nn.Module = ConvDecoder(
+                m, config.chrom_lengths, arch.kernel, arch.stride, arch.channels,
+                config.n_batches, config.n_latent, config.dropout, config.chrom_aware)
+        else:
+            self.encoder = FCPoEEncoder(m, g, config.n_batches, config.n_hidden, config.n_latent,
+                                        arch.n_layers, config.dropout)
+            self.decoder = FCPoEDecoder(m, g, config.n_batches, config.n_hidden, config.n_latent,
+                                        arch.n_layers, config.dropout)
+        if config.likelihood == "nb":
+            self.log_theta = nn.Parameter(torch.zeros(m, g))
+        else:
+            self.register_parameter("log_theta", None)
+
+    # ----------------------------------------------------------------------- helpers
+    def batch_onehot(self, batch: torch.Tensor) -> torch.Tensor | None:
+        if self.config.n_batches <= 1:
+            return None
+        return F.one_hot(batch.long(), self.config.n_batches).to(torch.float32)
+
+    @staticmethod
+    def _mask_float(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        if mask is None:
+            return torch.ones(x.shape[0], x.shape[1], device=x.device, dtype=x.dtype)
+        return mask.to(x.dtype)
+
+    # ----------------------------------------------------------------------- parts
+    def encode(self, x: torch.Tensor, batch: torch.Tensor, mask: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and log-variance of q(z | x, b) from raw counts ``x`` (B, M, G)."""
+        mf = self._mask_float(x, mask)
+        h = torch.log1p(x) * mf.unsqueeze(-1)
+        b = self.batch_onehot(batch)
+        if self.arch.kind == "conv":
+            mu, logvar = self.encoder(h, b, mf if self.config.use_mask else None)
+        else:
+            mu, logvar = self.encoder(h, b, mf)
+        return mu, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
+
+    def decode(self, z: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+        """Log softmax over bins per modality (B, M, G)."""
+        return F.log_softmax(self.decoder(z, self.batch_onehot(batch)), dim=-1)
+
+    def log_px_z(self, x: torch.Tensor, z: torch.Tensor, batch: torch.Tensor,
+                 mask: torch.Tensor | None = None, lib: torch.Tensor | None = None,
+                 lgamma_x: torch.Tensor | None = None) -> torch.Tensor:
+        """log p(x | z, b) per cell, summed over bins and observed modalities."""
+        log_w = self.decode(z, batch)
+        if lib is None:
+            lib = x.sum(-1)
+        if self.config.likelihood == "poisson":
+            lp = poisson_log_prob(x, log_w, lib, lgamma_x)
+        else:
+            lp = nb_log_prob(x, log_w, lib, self.log_theta.clamp(-10.0, 12.0), lgamma_x)
+        return (lp * self._mask_float(x, mask)).sum(-1)
+
+    def forward(self, x: torch.Tensor, batch: torch.Tensor, mask: torch.Tensor | None = None,
+                sample: bool = True) -> dict[str, torch.Tensor]:
+        """Per-cell terms of the ELBO.
+
+        Returns
+        -------
+        dict with ``reconstruction`` (log p(x|z), B), ``kl`` (B), ``mu``, ``logvar``.
+        """
+        mu, logvar = self.encode(x, batch, mask)
+        if sample:
+            z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+        else:
+            z = mu
+        lib = x.sum(-1)
+        recon = self.log_px_z(x, z, batch, mask, lib, log_factorial_sum(x))
+        kl = 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1.0).sum(-1)
+        return {"reconstruction": recon, "kl": kl, "mu": mu, "logvar": logvar}
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return int(sum(p.numel() for p in module.parameters() if p.requires_grad))
+
+
+def build_module(config: ModuleConfig) -> VAE:
+    """Build a VAE module from its config."""
+    return VAE(config)
+
+
+def module_config_from_dict(d: dict) -> ModuleConfig:
+    """Rebuild a :class:`ModuleConfig` from a JSON dict, rejecting unknown fields clearly."""
+    allowed = set(ModuleConfig.__dataclass_fields__)
+    unknown = set(d) - allowed
+    if unknown:
+        raise ConvNetVAEError(f"model config has unknown fields {sorted(unknown)}")
+    try:
+        return ModuleConfig(**d)
+    except TypeError as err:
+        raise ConvNetVAEError(f"model config is incomplete: {err}") from None
+
+
+def paper_parameter_counts(n_bins: int = 25_000, n_modalities: Sequence[int] = (2, 3),
+                           n_batches: int = 2) -> dict:
+    """Trainable parameters of the paper's architectures on one contiguous segment of bins."""
+    out = {}
+    for m in n_modalities:
+        for name in ("conv-k11s11", "conv-k31s31", "conv-k51s51", "conv-k11s3x1",
+                     "conv-k11s3x2", "conv-k11s3x3", "fc-l1", "fc-l2", "fc-l3"):
+            cfg = ModuleConfig(n_modalities=m, chrom_lengths=[n_bins], n_batches=n_batches,
+                               architecture=name, chrom_aware=False)
+            out[(m, name)] = count_parameters(VAE(cfg))
+    return out

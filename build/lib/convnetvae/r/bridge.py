@@ -1,0 +1,406 @@
+"""The Python side of the R package (called through reticulate): train, embed, describe a model.
+
+The R package keeps its code thin and calls three functions here:
+
+* :func:`run_from_r` -- per-modality sparse counts + bin names -> aligned AnnData contract ->
+  trained model -> embedding, loss history and configuration;
+* :func:`project_from_r` -- embed cells with a saved model;
+* :func:`model_info` -- what a saved model was trained on (modalities, bin size, batch columns).
+
+Everything crossing the bridge is plain Python data (dict, list, str, int, float, bytes). Matrices
+come from R as the CSC arrays of a ``dgCMatrix`` packed into little-endian bytes (``"encoded"``
+dicts, see :func:`decode_sparse`), and the embedding goes back as column-major float64 bytes:
+reticulate 1.28 cannot convert arrays when NumPy 2 is installed, and bytes also avoid any dense
+copy. Python callers may pass ``scipy.sparse`` matrices (cells x features) instead.
+
+This module must not import rpy2 (it runs inside R's own process through reticulate).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ..errors import ConvNetVAEError
+from ..io_utils import write_json
+from .align import build_anndata
+
+BRIDGE_FILE = "r_bridge.json"
+BATCH_COLUMN = "batch"
+
+
+# ---------------------------------------------------------------------------- decoding
+
+
+def _join_bytes(chunks: Any) -> bytes:
+    if isinstance(chunks, (bytes, bytearray, memoryview)):
+        return bytes(chunks)
+    return b"".join(bytes(c) for c in chunks)
+
+
+def decode_sparse(obj: Any, name: str = "matrix") -> sp.csr_matrix:
+    """Turn a matrix received from R (or given in Python) into a cells x features CSR matrix.
+
+    Parameters
+    ----------
+    obj
+        A ``scipy.sparse`` matrix or dense array (cells x features), or a dict sent by the R
+        package: ``format="csc"``, ``shape=[nrow, ncol]``, ``indptr``/``indices`` (int32 bytes),
+        ``data`` (float64 bytes), each a bytes object or a list of byte chunks, and
+        ``orientation`` = ``"features_x_cells"`` (Seurat, SingleCellExperiment) or
+        ``"cells_x_features"`` (a list of matrices).
+    name
+        The modality, for error messages.
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix
+        Cells x features.
+    """
+    if sp.issparse(obj):
+        return sp.csr_matrix(obj)
+    if isinstance(obj, np.ndarray):
+        return sp.csr_matrix(obj)
+    if not isinstance(obj, Mapping) or obj.get("format") != "csc":
+        raise ConvNetVAEError(
+            f"matrix of modality {name!r}: expected a scipy.sparse matrix or an encoded CSC dict "
+            f"from the R package, got {type(obj).__name__}")
+    shape = tuple(int(s) for s in obj["shape"])
+    indptr = np.frombuffer(_join_bytes(obj["indptr"]), dtype="<i4")
+    indices = np.frombuffer(_join_bytes(obj["indices"]), dtype="<i4")
+    data = np.frombuffer(_join_bytes(obj["data"]), dtype="<f8")
+    if len(indptr) != shape[1] + 1 or len(indices) != len(data):
+        raise ConvNetVAEError(
+            f"matrix of modality {name!r} arrived corrupted from R: shape {shape}, "
+            f"{len(indptr)} column pointers, {len(indices)} indices, {len(data)} values")
+    csc = sp.csc_matrix((data, indices, indptr), shape=shape)
+    orientation = obj.get("orientation", "features_x_cells")
+    if orientation == "features_x_cells":
+        return csc.T.tocsr()  # transpose of CSC is CSR: no copy of the values beyond tocsr
+    if orientation == "cells_x_features":
+        return csc.tocsr()
+    raise ConvNetVAEError(f"matrix of modality {name!r}: unknown orientation {orientation!r}")
+
+
+def encode_dense(x: np.ndarray) -> dict:
+    """A 2-D float array as ``{"shape": [n, d], "data": bytearray}`` in column-major float64."""
+    x = np.asarray(x, dtype="<f8")
+    return {"shape": [int(x.shape[0]), int(x.shape[1])],
+            "data": bytearray(np.asfortranarray(x).tobytes(order="F"))}
+
+
+def _plain(obj: Any) -> Any:
+    """JSON round trip: numpy scalars, arrays and paths become plain Python values."""
+    from ..io_utils import _json_default
+
+    return json.loads(json.dumps(obj, default=_json_default))
+
+
+def _history_columns(rows: Sequence[Mapping[str, Any]]) -> dict[str, list]:
+    cols: dict[str, list] = {}
+    for r in rows:
+        for k in r:
+            cols.setdefault(k, [])
+    for k in cols:
+        cols[k] = [r.get(k) for r in rows]
+    return _plain(cols)
+
+
+# ---------------------------------------------------------------------------- inputs
+
+
+def _obs_frame(cell_names: Sequence[str], obs: Mapping[str, Sequence] | pd.DataFrame | None
+               ) -> pd.DataFrame:
+    index = pd.Index([str(c) for c in cell_names])
+    if index.has_duplicates:
+        dup = index[index.duplicated()][:3].tolist()
+        raise ConvNetVAEError(f"cell names must be unique; duplicated: {dup}")
+    if obs is None:
+        return pd.DataFrame(index=index)
+    frame = obs.copy() if isinstance(obs, pd.DataFrame) else pd.DataFrame(dict(obs))
+    if len(frame) != len(index):
+        raise ConvNetVAEError(f"obs has {len(frame)} rows for {len(index)} cells")
+    frame.index = index
+    return frame
+
+
+def inputs_to_anndata(matrices: Mapping[str, Any], feature_names: Mapping[str, Sequence[str]],
+                      cell_names: Sequence[str], obs: Any = None, bin_size: int = 10_000,
+                      blacklist: Any = None, n_bins: int | None = None) -> ad.AnnData:
+    """Decode the bridge inputs and build the aligned AnnData contract (see :func:`build_anndata`).
+    """
+    mats = {}
+    for m, obj in matrices.items():
+        x = decode_sparse(obj, m)
+        if x.shape[0] != len(cell_names):
+            raise ConvNetVAEError(
+                f"modality {m!r} has {x.shape[0]} cells but {len(cell_names)} cell names were given")
+        mats[str(m)] = x
+    if not mats:
+        raise ConvNetVAEError("no modalities given: pass at least one count matrix")
+    feats = {str(m): [str(f) for f in feature_names[m]] for m in matrices}
+    obs_df = _obs_frame(cell_names, obs)
+    return build_anndata(mats, feats, obs_df, bin_size=bin_size, blacklist=_blacklist(blacklist),
+                         n_bins=n_bins)
+
+
+def _blacklist(bl: Any) -> Any:
+    if bl is None:
+        return None
+    if isinstance(bl, Mapping):
+        return pd.DataFrame({"chrom": [str(c) for c in bl["chrom"]],
+                             "start": np.asarray(bl["start"], dtype=np.int64),
+                             "end": np.asarray(bl["end"], dtype=np.int64)})
+    return bl
+
+
+def _split_extra(extra: Mapping[str, Any] | None) -> tuple[dict, dict]:
+    """Split extra arguments into those of ConvNetVAE(...) and of ConvNetVAE.train(...)."""
+    from ..api import ConvNetVAE
+
+    init_params = set(inspect.signature(ConvNetVAE.__init__).parameters) - {"self", "adata"}
+    train_params = set(inspect.signature(ConvNetVAE.train).parameters) - {
+        "self", "callback", "stop_event"}
+    init_kw, train_kw = {}, {}
+    for k, v in dict(extra or {}).items():
+        if k in init_params:
+            init_kw[k] = v
+        elif k in train_params:
+            train_kw[k] = v
+        else:
+            raise ConvNetVAEError(
+                f"unknown argument {k.replace('_', '.')!r} (passed through ...); known model "
+                f"arguments: {sorted(init_params)}, training arguments: {sorted(train_params)}")
+    return init_kw, train_kw
+
+
+def _int_like(kw: dict) -> dict:
+    # R numbers arrive as floats: give whole floats back as ints where the API expects ints
+    return {k: (int(v) if isinstance(v, float) and v.is_integer() and k not in {
+        "lr", "dropout", "validation_size", "weight_decay", "grad_clip"} else v)
+        for k, v in kw.items()}
+
+
+# ---------------------------------------------------------------------------- entry points
+
+
+def run_from_r(matrices: Mapping[str, Any], feature_names: Mapping[str, Sequence[str]],
+               cell_names: Sequence[str], obs: Any = None, batch_key: str | None = None,
+               config: Mapping[str, Any] | None = None) -> dict:
+    """Train ConvNet-VAE on per-modality counts and return the embedding of every cell.
+
+    Parameters
+    ----------
+    matrices
+        Modality name -> counts (see :func:`decode_sparse`), all over the same cells.
+    feature_names
+        Modality name -> feature (bin or peak) names such as ``chr1-1-10000``.
+    cell_names
+        Cell names, in the order of the matrices' cells (kept in the output).
+    obs
+        Optional per-cell columns (dict of lists or DataFrame), e.g. the batch.
+    batch_key
+        Column of ``obs`` with the batch of each cell, or ``None``.
+    config
+        ``bin_size``, ``n_bins``, ``blacklist``, ``architecture``, ``likelihood``, ``n_latent``,
+        ``max_epochs``, ``batch_size``, ``learning_rate``, ``device``, ``seed``, ``model_dir``,
+        ``verbose``, ``assays``, ``group_by_vars`` and ``extra`` (further keyword arguments of
+        ``ConvNetVAE(...)`` or ``ConvNetVAE.train(...)``).
+
+    Returns
+    -------
+    dict
+        ``embedding`` (encoded, see :func:`encode_dense`), ``history`` (column -> list),
+        ``config`` (the full configuration, plain values) and ``bins`` (selected bin names).
+    """
+    from ..api import ConvNetVAE
+
+    cfg = dict(config or {})
+    bin_size = int(cfg.get("bin_size", 10_000))
+    n_bins = int(cfg.get("n_bins", 25_000))
+    init_kw, train_kw = _split_extra(cfg.get("extra"))
+    init_kw, train_kw = _int_like(init_kw), _int_like(train_kw)
+    verbose = bool(cfg.get("verbose", True))
+    seed = int(cfg.get("seed", 42))
+
+    adata = inputs_to_anndata(matrices, feature_names, cell_names, obs, bin_size=bin_size,
+                              blacklist=cfg.get("blacklist"), n_bins=n_bins)
+    if batch_key is not None and batch_key not in adata.obs.columns:
+        raise ConvNetVAEError(f"batch_key {batch_key!r} is not one of the obs columns given")
+    modalities = list(matrices.keys())
+    ConvNetVAE.setup_anndata(adata, modalities=modalities, batch_key=batch_key)
+    model = ConvNetVAE(adata, architecture=str(cfg.get("architecture", "conv-k31s31")),
+                       likelihood=str(cfg.get("likelihood", "poisson")),
+                       n_latent=int(cfg.get("n_latent", 30)), seed=seed, **init_kw)
+    train_kw.setdefault("progress", verbose)
+    model.train(max_epochs=int(cfg.get("max_epochs", 300)),
+                batch_size=int(cfg.get("batch_size", 128)),
+                lr=float(cfg.get("learning_rate", 1e-3)), seed=seed,
+                device=str(cfg.get("device", "auto")), **train_kw)
+    z = model.get_latent_representation()
+
+    model_dir = cfg.get("model_dir")
+    full_config = {
+        "architecture": model.module.config.architecture,
+        "likelihood": model.module.config.likelihood,
+        "n_latent": int(model.module.config.n_latent),
+        "modalities": modalities,
+        "bin_size": bin_size,
+        "n_bins_requested": n_bins,
+        "n_bins": int(adata.n_vars),
+        "n_cells": int(adata.n_obs),
+        "n_parameters": int(model.n_parameters),
+        "batch_key": batch_key,
+        "batch_categories": list(model.registry["batch_categories"]),
+        "group_by_vars": list(cfg.get("group_by_vars") or []),
+        "seed": seed,
+        "device": str(model.device),
+        "model_dir": str(model_dir) if model_dir else None,
+        "blacklist": cfg.get("blacklist") if isinstance(cfg.get("blacklist"), str) else (
+            "regions" if cfg.get("blacklist") is not None else None),
+        "train": dict(model.train_config),
+        "extra": {**init_kw, **{k: v for k, v in train_kw.items() if k != "progress"}},
+        "convnetvae_version": _version(),
+    }
+    if model_dir:
+        _save(model, Path(model_dir), full_config)
+    return {
+        "embedding": encode_dense(z),
+        "history": _history_columns(model.history_),
+        "config": _plain(full_config),
+        "bins": [str(b) for b in adata.var_names],
+    }
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return str(__version__)
+
+
+def _save(model: Any, d: Path, full_config: dict) -> None:
+    if d.exists() and any(d.iterdir()) and not (d / "config.json").exists():
+        raise ConvNetVAEError(
+            f"model.dir {str(d)!r} exists, is not empty and holds no ConvNetVAE model; give a new "
+            "or empty directory")
+    model.save(d, overwrite=True)
+    write_json(d / BRIDGE_FILE, full_config)
+
+
+def model_info(model_dir: str | os.PathLike) -> dict:
+    """What a model saved by :func:`run_from_r` (or ``ConvNetVAE.save``) was trained on.
+
+    Returns
+    -------
+    dict
+        ``modalities``, ``bin_size``, ``n_bins``, ``n_latent``, ``batch_key``,
+        ``batch_categories``, ``group_by_vars``, ``architecture``.
+    """
+    d = Path(model_dir)
+    cfg_path = d / "config.json"
+    if not cfg_path.exists():
+        raise ConvNetVAEError(
+            f"{str(d)!r} is not a saved ConvNetVAE model (no config.json); save one with "
+            "RunConvNetVAE(..., model.dir = ) or ConvNetVAE.save()")
+    try:
+        cfg = json.loads(cfg_path.read_text())
+        bridge = json.loads((d / BRIDGE_FILE).read_text()) if (d / BRIDGE_FILE).exists() else {}
+        reg = cfg["registry"]
+        bins = cfg["bins"]
+        module = cfg["module"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ConvNetVAEError(f"{str(cfg_path)!r} is corrupted or incomplete: {err}") from None
+    widths = np.asarray(bins["end"], dtype=np.int64) - np.asarray(bins["start"], dtype=np.int64)
+    bin_size = int(bridge.get("bin_size") or (int(np.max(widths)) if len(widths) else 10_000))
+    return _plain({
+        "modalities": list(reg["modalities"]),
+        "bin_size": bin_size,
+        "n_bins": len(bins["chrom"]),
+        "n_latent": module.get("n_latent"),
+        "architecture": module.get("architecture"),
+        "batch_key": reg.get("batch_key"),
+        "batch_categories": list(reg.get("batch_categories", [])),
+        "group_by_vars": list(bridge.get("group_by_vars") or []),
+    })
+
+
+def project_from_r(matrices: Mapping[str, Any], feature_names: Mapping[str, Sequence[str]],
+                   cell_names: Sequence[str], obs: Any = None, batch_key: str | None = None,
+                   model_dir: str | os.PathLike = "", config: Mapping[str, Any] | None = None
+                   ) -> dict:
+    """Embed cells with a saved model: rebin onto the model's bins, then take the latent means.
+
+    Bins of the model that the new data does not cover count as zero; data outside the model's
+    bins is ignored. Batch labels must be among those the model was trained with.
+
+    Returns
+    -------
+    dict
+        ``embedding`` (encoded), ``history`` (empty), ``config`` (the model's), ``bins``.
+    """
+    from ..api import ConvNetVAE
+
+    info = model_info(model_dir)
+    cfg = dict(config or {})
+    modalities = [str(m) for m in matrices]
+    if modalities != info["modalities"]:
+        raise ConvNetVAEError(
+            f"the model in {str(model_dir)!r} was trained on modalities {info['modalities']} "
+            f"(in that order) but {modalities} were given")
+    extra = dict(cfg.get("extra") or {})
+    device = str(extra.pop("device", "auto"))
+    batch_size = int(extra.pop("batch_size", 512))
+    if extra:
+        raise ConvNetVAEError(f"unknown arguments for projection: {sorted(extra)}")
+    full = inputs_to_anndata(matrices, feature_names, cell_names, obs, bin_size=info["bin_size"])
+    saved = json.loads((Path(model_dir) / "config.json").read_text())["bins"]
+    adata = _reindex_bins(full, saved, modalities, model_dir)
+    model_batch_key = info["batch_key"]
+    if model_batch_key is not None:
+        if batch_key is None or batch_key not in adata.obs.columns:
+            if len(info["batch_categories"]) == 1:
+                adata.obs[model_batch_key] = info["batch_categories"][0]
+            else:
+                raise ConvNetVAEError(
+                    f"the model was trained with batches {info['batch_categories']} (columns "
+                    f"{info['group_by_vars'] or [model_batch_key]}); give the batch of each cell "
+                    "(group.by.vars)")
+        elif batch_key != model_batch_key:
+            adata.obs[model_batch_key] = adata.obs[batch_key]
+    model = ConvNetVAE.load(model_dir, adata, device=device)
+    z = model.get_latent_representation(adata, batch_size=batch_size)
+    return {"embedding": encode_dense(z), "history": {}, "config": _plain(info),
+            "bins": [str(b) for b in adata.var_names]}
+
+
+def _reindex_bins(full: ad.AnnData, saved_bins: Mapping[str, list], modalities: Sequence[str],
+                  model_dir: Any) -> ad.AnnData:
+    """Put ``full``'s counts onto the model's bins (missing bins = zero columns)."""
+    key_full = pd.Index(list(zip(full.var["chrom"].astype(str), full.var["start"].astype(np.int64))))
+    key_model = pd.Index(list(zip([str(c) for c in saved_bins["chrom"]],
+                                  [int(s) for s in saved_bins["start"]])))
+    pos = key_full.get_indexer(key_model)
+    found = pos >= 0
+    if not found.any():
+        raise ConvNetVAEError(
+            f"the data shares no bins with the model in {str(model_dir)!r}; use the same genome, "
+            "chromosome names and bin size")
+    n_model = len(key_model)
+    sel = sp.csr_matrix((np.ones(int(found.sum())), (pos[found], np.flatnonzero(found))),
+                        shape=(full.n_vars, n_model))
+    var = pd.DataFrame({"chrom": [str(c) for c in saved_bins["chrom"]],
+                        "start": np.asarray(saved_bins["start"], dtype=np.int64),
+                        "end": np.asarray(saved_bins["end"], dtype=np.int64)})
+    names = saved_bins.get("names") or [f"{c}:{s}-{e}" for c, s, e in
+                                        zip(var["chrom"], var["start"], var["end"])]
+    var.index = pd.Index([str(n) for n in names])
+    layers = {m: sp.csr_matrix(full.layers[m] @ sel) for m in modalities}
+    return ad.AnnData(obs=full.obs.copy(), var=var, layers=layers)

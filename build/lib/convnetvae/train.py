@@ -1,0 +1,392 @@
+"""The training loop: one place for devices, progress, early stopping, guards and checkpoints.
+
+Paper settings (section 2.7): Adam, learning rate 1e-3, minibatch 128, a fixed number of epochs
+(300 for the mouse brain, 200 for BMMC): ``early_stopping=False``. The default stops early on a
+held-out validation split and restores the best weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .data.loader import CountSource, MinibatchLoader
+from .errors import ConvNetVAEError
+from .io_utils import atomic_path, write_json
+from .model.vae import VAE
+
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass
+class TrainConfig:
+    """Training settings (all reachable from ``ConvNetVAE.train``)."""
+
+    max_epochs: int = 300
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    validation_size: float = 0.1
+    early_stopping: bool = True
+    patience: int = 20
+    min_delta: float = 0.0
+    kl_warmup_epochs: int = 0
+    grad_clip: float | None = 100.0
+    seed: int = 0
+    device: str = "auto"
+    mixed_precision: bool = False
+    progress: bool = True
+    checkpoint_dir: str | None = None
+    checkpoint_every: int = 1
+    resume: bool = False
+    n_threads: int | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when present, else CPU; otherwise the named device (checked)."""
+    if isinstance(device, torch.device):
+        return device
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        raise ConvNetVAEError(f"device {device!r} is not a valid torch device: {err}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConvNetVAEError("device='cuda' was requested but CUDA is not available; use "
+                              "device='auto' or 'cpu'")
+    return dev
+
+
+def split_indices(n: int, validation_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Random train/validation split of ``n`` rows (validation may be empty)."""
+    if not 0.0 <= validation_size < 1.0:
+        raise ConvNetVAEError(f"validation_size must be in [0, 1), got {validation_size}")
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n)
+    n_val = int(round(n * validation_size))
+    if validation_size > 0 and n - n_val < 2:
+        raise ConvNetVAEError(f"only {n} cells: too few to hold out a validation split; use "
+                              "validation_size=0")
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+class TrainingDiverged(ConvNetVAEError):
+    """The loss became non-finite and lowering the learning rate did not help."""
+
+
+class Trainer:
+    """Train a :class:`~convnetvae.model.vae.VAE` on sparse counts.
+
+    Parameters
+    ----------
+    module
+        The VAE.
+    source
+        The counts (:class:`~convnetvae.data.loader.CountSource`).
+    batch_codes, mask
+        Batch code per cell and observed-modality mask (or ``None``).
+    config
+        :class:`TrainConfig`.
+    callback
+        Called as ``callback(epoch, row)`` after every epoch with the history row.
+    stop_event
+        A :class:`threading.Event`; when set, training stops after the current minibatch.
+    """
+
+    def __init__(self, module: VAE, source: CountSource, batch_codes: np.ndarray,
+                 mask: np.ndarray | None, config: TrainConfig,
+                 callback: Callable[[int, dict], None] | None = None,
+                 stop_event: threading.Event | None = None,
+                 train_indices: np.ndarray | None = None,
+                 validation_indices: np.ndarray | None = None) -> None:
+        if config.max_epochs < 0:
+            raise ConvNetVAEError(f"max_epochs must be >= 0, got {config.max_epochs}")
+        if config.batch_size < 2:
+            raise ConvNetVAEError(f"batch_size must be >= 2 (BatchNorm), got {config.batch_size}")
+        if not config.lr > 0:
+            raise ConvNetVAEError(f"lr must be positive, got {config.lr}")
+        self.module = module
+        self.source = source
+        self.config = config
+        self.callback = callback
+        self.stop_event = stop_event
+        self.device = resolve_device(config.device)
+        if train_indices is None:
+            train_indices, validation_indices = split_indices(
+                source.n_obs, config.validation_size, config.seed)
+        self.train_idx = np.asarray(train_indices)
+        self.val_idx = np.asarray(validation_indices if validation_indices is not None else [],
+                                  dtype=np.int64)
+        if len(self.train_idx) < 2:
+            raise ConvNetVAEError("need at least 2 training cells")
+        self.rng = np.random.default_rng(config.seed + 1)
+        self.train_loader = MinibatchLoader(source, batch_codes, mask, self.train_idx,
+                                            config.batch_size, shuffle=True, drop_last=True,
+                                            device=self.device, generator=self.rng,
+                                            # block shuffling for data on disk (see loader)
+                                            block_size=config.extra.get("shuffle_block_size"))
+        self.val_loader = MinibatchLoader(source, batch_codes, mask, self.val_idx,
+                                          max(config.batch_size, 256), shuffle=False,
+                                          device=self.device) if len(self.val_idx) else None
+        self.history: list[dict] = []
+        self.stopped_early = False
+        self.interrupted = False
+        self.best_state: dict | None = None
+        self.best_score = math.inf
+        self.best_epoch = -1
+        self.bad_epochs = 0
+        self.start_epoch = 0
+        self.lr_lowered = False
+        self.is_main = True  # False on non-zero ranks of distributed training (no checkpoints)
+
+    # ------------------------------------------------------------------ one pass
+    def _kl_weight(self, epoch: int) -> float:
+        w = self.config.kl_warmup_epochs
+        return 1.0 if w <= 0 else min(1.0, (epoch + 1) / w)
+
+    def _evaluate(self) -> dict[str, float]:
+        assert self.val_loader is not None
+        self.module.eval()
+        sums = torch.zeros(3, dtype=torch.float64, device=self.device)
+        n = 0
+        with torch.no_grad():
+            for mb in self.val_loader:
+                out = self.module(mb.x, mb.batch, mb.mask)
+                elbo = out["reconstruction"] - out["kl"]
+                sums += torch.stack([elbo.sum(), out["reconstruction"].sum(),
+                                     out["kl"].sum()]).double()
+                n += mb.x.shape[0]
+        s = (sums / max(n, 1)).tolist()
+        return {"validation_elbo": s[0], "validation_reconstruction": s[1],
+                "validation_kl": s[2], "validation_loss": -s[0]}
+
+    def _snapshot(self) -> tuple[dict, dict]:
+        return (copy.deepcopy(self.module.state_dict()),
+                copy.deepcopy(self.optimizer.state_dict()))
+
+    def _train_epoch(self, epoch: int) -> dict[str, float] | None:
+        self.module.train()
+        kl_w = self._kl_weight(epoch)
+        sums = torch.zeros(3, dtype=torch.float64, device=self.device)
+        n = 0
+        batches = self.train_loader.batches()
+        for rows in batches:
+            if self.stop_event is not None and self.stop_event.is_set():
+                self.interrupted = True
+                return None
+            mb = self.train_loader.load(rows)
+            with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
+                                enabled=self.config.mixed_precision and
+                                self.device.type == "cuda"):
+                out = self.module(mb.x, mb.batch, mb.mask)
+            recon, kl = out["reconstruction"].float(), out["kl"].float()
+            loss = (kl_w * kl - recon).mean()
+            if not torch.isfinite(loss):
+                raise _NonFinite(epoch)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            # the total gradient norm (clipped when grad_clip is set; inf = only measure it)
+            gnorm = torch.nn.utils.clip_grad_norm_(self.module.parameters(),
+                                                   self.config.grad_clip or math.inf)
+            if not torch.isfinite(gnorm):  # finite loss, non-finite gradient: stop before step
+                raise _NonFinite(epoch)
+            self.optimizer.step()
+            b = mb.x.shape[0]
+            sums += torch.stack([(recon - kl).sum(), recon.sum(), kl.sum()]).detach().double()
+            n += b
+        s = (sums / max(n, 1)).tolist()
+        return {"train_elbo": s[0], "train_reconstruction": s[1], "train_kl": s[2],
+                "train_loss": -s[0]}
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> list[dict]:
+        """Train; returns the history (one dict per epoch)."""
+        cfg = self.config
+        if cfg.n_threads:
+            torch.set_num_threads(cfg.n_threads)
+        torch.manual_seed(cfg.seed)
+        self.module.to(self.device)
+        self.optimizer = torch.optim.Adam(self.module.parameters(), lr=cfg.lr,
+                                          weight_decay=cfg.weight_decay)
+        if cfg.resume:
+            if not cfg.checkpoint_dir:
+                raise ConvNetVAEError("resume=True needs checkpoint_dir=")
+            load_checkpoint(self, cfg.checkpoint_dir)
+        good = self._snapshot()
+        bar = tqdm(total=cfg.max_epochs, initial=self.start_epoch, disable=not cfg.progress,
+                   desc="training", unit="epoch", dynamic_ncols=True)
+        epoch = self.start_epoch
+        try:
+            while epoch < cfg.max_epochs:
+                t0 = time.perf_counter()
+                try:
+                    row = self._train_epoch(epoch)
+                except _NonFinite as err:
+                    if self.lr_lowered:
+                        raise TrainingDiverged(
+                            f"training diverged at epoch {err.epoch + 1}: the loss became NaN or "
+                            "infinite again after restoring the last good weights and lowering "
+                            "the learning rate. Likely causes: a learning rate too high for these "
+                            "data, extreme counts (check for outlier cells), or too small "
+                            "minibatches. Try lr=1e-4 or grad_clip=10.") from None
+                    self.module.load_state_dict(good[0])
+                    self.optimizer.load_state_dict(good[1])
+                    for group in self.optimizer.param_groups:
+                        group["lr"] *= 0.1
+                    self.lr_lowered = True
+                    continue  # retry this epoch with the lower learning rate
+                if row is None:  # stop requested
+                    break
+                if self.val_loader is not None:
+                    row.update(self._evaluate())
+                row["epoch"] = epoch + 1
+                row["lr"] = self.optimizer.param_groups[0]["lr"]
+                row["seconds"] = time.perf_counter() - t0
+                self.history.append(row)
+                good = self._snapshot()
+                score = row.get("validation_loss", row["train_loss"])
+                if score < self.best_score - cfg.min_delta:
+                    self.best_score, self.best_epoch, self.bad_epochs = score, epoch + 1, 0
+                    self.best_state = copy.deepcopy(self.module.state_dict())
+                else:
+                    self.bad_epochs += 1
+                epoch += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{row['train_loss']:.1f}",
+                                val=f"{row.get('validation_loss', float('nan')):.1f}")
+                if cfg.checkpoint_dir and self.is_main and (
+                        epoch % max(1, cfg.checkpoint_every) == 0 or epoch == cfg.max_epochs):
+                    save_checkpoint(self, cfg.checkpoint_dir, epoch)
+                if self.callback is not None:
+                    self.callback(epoch, dict(row))
+                if (cfg.early_stopping and self.val_loader is not None
+                        and self.bad_epochs >= cfg.patience):
+                    self.stopped_early = True
+                    break
+        except KeyboardInterrupt:
+            self.interrupted = True
+        finally:
+            bar.close()
+        if cfg.early_stopping and self.val_loader is not None and self.best_state is not None:
+            self.module.load_state_dict(self.best_state)
+        self.module.eval()
+        return self.history
+
+
+class _NonFinite(Exception):
+    def __init__(self, epoch: int) -> None:
+        super().__init__(f"non-finite loss at epoch {epoch + 1}")
+        self.epoch = epoch
+
+
+# ---------------------------------------------------------------------- checkpoints
+def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors: dict[str, torch.Tensor] = {}
+    meta: dict[str, Any] = {"param_groups": state["param_groups"], "state": {}}
+    for pid, st in state["state"].items():
+        meta["state"][str(pid)] = {}
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"optim.{pid}.{k}"] = v.detach().cpu().contiguous()
+                meta["state"][str(pid)][k] = "tensor"
+            else:
+                meta["state"][str(pid)][k] = v
+    return tensors, meta
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict] = {}
+    for pid, st in meta["state"].items():
+        state[int(pid)] = {k: (tensors[f"optim.{pid}.{k}"] if v == "tensor" else v)
+                           for k, v in st.items()}
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(trainer: Trainer, directory: str | os.PathLike, epoch: int) -> Path:
+    """Write the trainer's full state atomically; returns the pointer file.
+
+    Files: ``ckpt-<epoch>.safetensors`` (weights, optimiser tensors, best weights, torch RNG),
+    ``ckpt-<epoch>.json`` (everything else), then ``latest.json`` naming them, written last, so a
+    crash at any point leaves the previous checkpoint usable.
+    """
+    from safetensors.torch import save_file
+
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    tensors = {f"model.{k}": v.detach().cpu().contiguous()
+               for k, v in trainer.module.state_dict().items()}
+    if trainer.best_state is not None:
+        tensors.update({f"best.{k}": v.detach().cpu().contiguous()
+                        for k, v in trainer.best_state.items()})
+    opt_t, opt_meta = _flatten_optimizer(trainer.optimizer.state_dict())
+    tensors.update(opt_t)
+    tensors["rng.torch"] = torch.get_rng_state()
+    stem = f"ckpt-{epoch:06d}"
+    with atomic_path(d / f"{stem}.safetensors") as tmp:
+        save_file(tensors, str(tmp))
+    meta = {
+        "format": CHECKPOINT_FORMAT, "epoch": epoch, "history": trainer.history,
+        "optimizer": opt_meta, "numpy_rng": trainer.rng.bit_generator.state,
+        "best_score": trainer.best_score if math.isfinite(trainer.best_score) else None,
+        "best_epoch": trainer.best_epoch, "bad_epochs": trainer.bad_epochs,
+        "lr_lowered": trainer.lr_lowered, "has_best": trainer.best_state is not None,
+        "train_indices": trainer.train_idx.tolist(), "validation_indices": trainer.val_idx.tolist(),
+        "config": asdict(trainer.config),
+    }
+    write_json(d / f"{stem}.json", meta)
+    write_json(d / "latest.json", {"format": CHECKPOINT_FORMAT, "stem": stem, "epoch": epoch})
+    for old in d.glob("ckpt-*"):
+        if not old.name.startswith(stem):
+            old.unlink(missing_ok=True)
+    return d / "latest.json"
+
+
+def load_checkpoint(trainer: Trainer, directory: str | os.PathLike) -> bool:
+    """Restore a trainer from ``directory``; returns False when there is no checkpoint yet."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    d = Path(directory)
+    pointer = d / "latest.json"
+    if not pointer.exists():
+        return False
+    try:
+        latest = json.loads(pointer.read_text())
+        stem = latest["stem"]
+        meta = json.loads((d / f"{stem}.json").read_text())
+        tensors = load_file(str(d / f"{stem}.safetensors"))
+    except (OSError, json.JSONDecodeError, KeyError, SafetensorError) as err:
+        raise ConvNetVAEError(f"checkpoint in {d} is unreadable or incomplete: {err}") from None
+    if meta.get("format", 0) > CHECKPOINT_FORMAT:
+        raise ConvNetVAEError(f"checkpoint in {d} was written by a newer convnetvae (format "
+                              f"{meta['format']}); upgrade convnetvae to resume it")
+    model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        trainer.module.load_state_dict(model_state)
+    except RuntimeError as err:
+        raise ConvNetVAEError(f"checkpoint in {d} does not match this model: {err}") from None
+    if meta.get("has_best"):
+        trainer.best_state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+    trainer.optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
+    torch.set_rng_state(tensors["rng.torch"])
+    trainer.rng.bit_generator.state = meta["numpy_rng"]
+    trainer.history = list(meta["history"])
+    trainer.best_score = meta["best_score"] if meta["best_score"] is not None else math.inf
+    trainer.best_epoch = meta["best_epoch"]
+    trainer.bad_epochs = meta["bad_epochs"]
+    trainer.lr_lowered = meta["lr_lowered"]
+    trainer.start_epoch = int(meta["epoch"])
+    return True

@@ -1,0 +1,356 @@
+"""The workbench's built-in panels: data, train, embed & cluster, evaluate.
+
+Each is an ordinary annotated function turned into a form with :func:`panel`, exactly as a
+user's own panel is; the train panel adds a stop button, a progress bar and a live loss curve.
+The functions reach the workbench through a closure, so they stay plain functions.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import ipywidgets as w
+import numpy as np
+import pandas as pd
+
+from ..errors import ConvNetVAEError
+from .annotations import Layer, ObsColumn
+from .panel import Panel, panel
+from .plots import loss_figure
+from .render import error_widget, figure_to_png, html_box
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .workbench import Workbench
+
+#: where the workbench writes its results
+LATENT_KEY = "X_convnetvae"
+CLUSTER_KEY = "convnetvae_clusters"
+NEIGHBORS_KEY = "convnetvae_neighbors"
+
+Architecture = Literal["conv-k31s31", "conv-k51s51", "conv-k11s11", "conv-k11s3x1",
+                       "conv-k11s3x2", "conv-k11s3x3", "fc-l1", "fc-l2", "fc-l3"]
+
+_BATCH_GUESSES = ("batch", "sample", "batch_key", "donor", "library")
+_LABEL_GUESSES = ("cell_type", "celltype", "cell_types", "labels", "label", "annotation")
+
+
+def _guess(adata: Any, names: tuple[str, ...]) -> str | None:
+    for n in names:
+        if n in adata.obs.columns:
+            return n
+    return None
+
+
+def _summary_html(adata: Any, reg: dict) -> str:
+    mods = reg["modalities"]
+    rows = []
+    for m in mods:
+        lib = np.asarray(adata.layers[m].sum(axis=1)).ravel()
+        observed = lib > 0
+        med = float(np.median(lib[observed])) if observed.any() else 0.0
+        rows.append(f"<tr><td>{html.escape(m)}</td><td>{med:,.0f}</td>"
+                    f"<td>{observed.mean():.0%}</td></tr>")
+    parts = [f"<b>{adata.n_obs:,}</b> cells &times; <b>{adata.n_vars:,}</b> bins on "
+             f"{len(reg.get('chromosomes', []))} chromosomes",
+             "<table><tr><th>modality</th><th>median counts</th><th>cells with it</th></tr>"
+             + "".join(rows) + "</table>"]
+    if reg.get("batch_key"):
+        counts = adata.obs[reg["batch_key"]].astype(str).value_counts()
+        parts.append(f"batches ({html.escape(reg['batch_key'])}): "
+                     + ", ".join(f"{html.escape(k)} {v:,}" for k, v in counts.items()))
+    if reg.get("labels_key"):
+        n = adata.obs[reg["labels_key"]].nunique()
+        parts.append(f"labels ({html.escape(reg['labels_key'])}): {n} categories")
+    return "<br>".join(parts)
+
+
+def data_panel(wb: "Workbench") -> Panel:
+    """The data panel: modalities, batch and label columns, and a summary of the data."""
+    adata = wb.adata
+    reg = adata.uns.get("convnetvae") if isinstance(adata.uns.get("convnetvae"), dict) else {}
+    mods_default = tuple(reg.get("modalities") or adata.uns.get("modalities")
+                         or list(adata.layers.keys()))
+    batch_default = reg.get("batch_key", _guess(adata, _BATCH_GUESSES)) if reg else \
+        _guess(adata, _BATCH_GUESSES)
+    labels_default = reg.get("labels_key", _guess(adata, _LABEL_GUESSES)) if reg else \
+        _guess(adata, _LABEL_GUESSES)
+
+    def data(modalities: list[Layer] = mods_default,
+             batch_key: ObsColumn | None = batch_default,
+             labels_key: ObsColumn | None = labels_default) -> w.HTML:
+        """Choose the modalities (layers) to model, the batch column to correct and the label
+        column to score against.
+
+        Parameters
+        ----------
+        modalities
+            Count layers, one per modality, in channel order.
+        batch_key
+            obs column with the sample / batch of each cell (its effect is removed).
+        labels_key
+            obs column with known cell labels (for ARI / NMI and scIB; optional).
+        """
+        if not modalities:
+            raise ConvNetVAEError("choose at least one modality (a layer of adata)")
+        if wb.is_training:
+            raise ConvNetVAEError("training is running: stop it before changing the data setup")
+        from ..api import ConvNetVAE
+
+        ConvNetVAE.setup_anndata(adata, modalities=list(modalities), batch_key=batch_key,
+                                 labels_key=labels_key)
+        wb.labels_key = labels_key
+        wb.tracks.modalities.value = tuple(modalities)
+        return w.HTML(_summary_html(adata, adata.uns["convnetvae"]))
+
+    return panel(data, adata, title="Data", button_text="Apply")
+
+
+class TrainPanel:
+    """The train panel: a form (architecture, likelihood, epochs...), start and stop buttons,
+    a progress bar and a live loss curve. Training runs in a background thread, so the
+    notebook stays responsive; stopping keeps the model (best weights) and history so far."""
+
+    def __init__(self, wb: "Workbench") -> None:
+        self.wb = wb
+        self.thread: threading.Thread | None = None
+        self.stop_event = threading.Event()
+        self.done = threading.Event()
+        self.done.set()
+        self.error: BaseException | None = None
+        self.history: list[dict] = []
+        self.n_loss_renders = 0
+        self.state = "idle"  # idle | training | stopping | finished | stopped | failed
+
+        def train(architecture: Architecture = "conv-k31s31",
+                  likelihood: Literal["poisson", "nb"] = "poisson",
+                  max_epochs: Annotated[int, {"min": 1, "max": 500}] = 50,
+                  batch_size: Literal[32, 64, 128, 256, 512] = 128,
+                  lr: Annotated[float, {"min": 1e-5, "max": 1e-1, "widget": "box"}] = 1e-3,
+                  n_latent: Annotated[int, {"min": 2, "max": 100}] = 30,
+                  early_stopping: bool = True,
+                  continue_training: bool = False,
+                  embed_when_done: bool = True) -> w.HTML:
+            """Train a ConvNet-VAE in the background (the notebook stays usable).
+
+            Parameters
+            ----------
+            architecture
+                conv-kKsS: one conv layer with kernel K and stride S; x2, x3: deeper; fc-lN:
+                the FC-VAE baseline.
+            likelihood
+                Poisson (the paper) or negative binomial.
+            max_epochs
+                Passes over the cells (early stopping may end sooner).
+            continue_training
+                Keep training the current model instead of starting a new one.
+            embed_when_done
+                Embed, lay out and cluster as soon as training ends.
+            """
+            return self.start(architecture=architecture, likelihood=likelihood,
+                              max_epochs=max_epochs, batch_size=batch_size, lr=lr,
+                              n_latent=n_latent, early_stopping=early_stopping,
+                              continue_training=continue_training,
+                              embed_when_done=embed_when_done)
+
+        self.panel = panel(train, wb.adata, title="Train", button_text="Train")
+        self.stop_button = w.Button(description="Stop", icon="stop", button_style="warning",
+                                    disabled=True, tooltip="stop after the current minibatch, "
+                                    "keeping the best model so far")
+        self.stop_button.add_class("convnetvae-stop")
+        self.stop_button.on_click(lambda _b: self.stop())
+        self.progress = w.IntProgress(value=0, min=0, max=1, description="Epochs",
+                                      style={"description_width": "60px"},
+                                      layout=w.Layout(width="98%"))
+        self.status = w.HTML("not trained yet")
+        self.status.add_class("convnetvae-train-status")
+        self.loss_image = w.Image(format="png", layout=w.Layout(max_width="100%"))
+        self.loss_image.add_class("convnetvae-loss")
+        box = self.panel.box
+        kids = list(box.children)
+        i = kids.index(self.panel.button)
+        kids[i] = w.HBox([self.panel.button, self.stop_button])
+        kids[i + 1:i + 1] = [self.progress, self.status, self.loss_image]
+        box.children = kids
+
+    # ---- control -----------------------------------------------------------------------
+    @property
+    def is_training(self) -> bool:
+        """True from pressing Train until the model has stopped changing."""
+        return self.state in ("training", "stopping")
+
+    def start(self, **cfg: Any) -> w.HTML:
+        """Create (or reuse) the model and start training it in a background thread."""
+        wb = self.wb
+        if self.is_training or not self.done.is_set():
+            raise ConvNetVAEError("training is already running: press Stop or wait for it")
+        if "convnetvae" not in wb.adata.uns:
+            raise ConvNetVAEError("the data is not set up: press Apply in the Data panel first")
+        from ..api import ConvNetVAE
+
+        model = wb.model
+        if model is None or not cfg["continue_training"]:
+            model = ConvNetVAE(wb.adata, architecture=cfg["architecture"],
+                               likelihood=cfg["likelihood"], n_latent=cfg["n_latent"])
+            wb.model = model
+        self.stop_event = threading.Event()
+        self.done.clear()
+        self.error = None
+        self.history = []
+        self.state = "training"
+        self.progress.max = int(cfg["max_epochs"])
+        self.progress.value = 0
+        self.progress.bar_style = "info"
+        self.stop_button.disabled = False
+        self.status.value = f"training {html.escape(cfg['architecture'])} &hellip;"
+        self._render_loss(cfg["max_epochs"])
+        kwargs = dict(max_epochs=int(cfg["max_epochs"]), batch_size=int(cfg["batch_size"]),
+                      lr=float(cfg["lr"]), early_stopping=bool(cfg["early_stopping"]))
+        self.thread = threading.Thread(target=self._worker, name="convnetvae-train",
+                                       args=(model, kwargs, bool(cfg["embed_when_done"])),
+                                       daemon=True)
+        self.thread.start()
+        return html_box(f"started: {html.escape(repr(model))}", "info")
+
+    def stop(self) -> None:
+        """Ask training to stop after the current minibatch (the model so far is kept)."""
+        if self.is_training:
+            self.state = "stopping"
+            self.status.value = "stopping after the current minibatch &hellip;"
+            self.stop_event.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until training (and the embedding after it) has finished; ``True`` if it did.
+
+        Ctrl-C (a kernel interrupt) while waiting stops training cleanly and keeps the model
+        and history so far.
+        """
+        try:
+            return self.done.wait(timeout)
+        except KeyboardInterrupt:
+            self.stop()
+            self.done.wait()
+            return True
+
+    # ---- the background thread ---------------------------------------------------------
+    def _on_epoch(self, epoch: int, row: dict) -> None:
+        self.history.append(dict(row))
+        self.progress.value = min(int(epoch), self.progress.max)
+        loss = row.get("train_loss", float("nan"))
+        val = row.get("validation_loss")
+        self.status.value = (f"epoch {epoch}/{self.progress.max}: loss {loss:,.1f}"
+                             + (f", validation {val:,.1f}" if val is not None else ""))
+        self._render_loss(self.progress.max)
+
+    def _render_loss(self, max_epochs: int | None = None) -> None:
+        self.loss_image.value = figure_to_png(loss_figure(self.history, max_epochs=max_epochs))
+        self.n_loss_renders += 1
+
+    def _worker(self, model: Any, kwargs: dict, embed_when_done: bool) -> None:
+        try:
+            model.train(progress=False, callback=self._on_epoch, stop_event=self.stop_event,
+                        **kwargs)
+            self.history = list(model.history_)
+            stopped = bool(model.train_config.get("interrupted")) or self.stop_event.is_set()
+            self.state = "stopped" if stopped else "finished"
+            n = len(model.history_)
+            best = model.train_config.get("best_epoch")
+            self.status.value = (
+                f"{'stopped' if stopped else 'finished'} after {n} epoch{'s' * (n != 1)}"
+                + (f"; best epoch {best}" if best else "")
+                + (" (model so far kept)" if stopped else ""))
+            self.progress.bar_style = "warning" if stopped else "success"
+            self._render_loss(self.progress.max)
+            with self.panel._lock:  # after the Train press has shown "started"
+                self.panel.output.children = [html_box(html.escape(repr(model)),
+                                                       "warning" if stopped else "success")]
+        except Exception as exc:  # shown in the panel; the workbench keeps working
+            self.error = exc
+            self.state = "failed"
+            self.progress.bar_style = "danger"
+            self.status.value = html.escape(f"training failed: {type(exc).__name__}: {exc}")
+            with self.panel._lock:
+                self.panel.output.children = [error_widget(exc)]
+        finally:
+            self.stop_button.disabled = True
+        try:
+            if embed_when_done and self.error is None and model.is_trained:
+                self.wb.panels["Embed & cluster"].run()
+            self.wb.refresh()
+        finally:
+            self.done.set()
+
+
+def embed_panel(wb: "Workbench") -> Panel:
+    """Embed (latent means), lay out (UMAP or PCA) and cluster (Louvain / Leiden)."""
+
+    def embed_and_cluster(resolution: Annotated[float, {"min": 0.1, "max": 3.0,
+                                                        "step": 0.1}] = 1.0,
+                          method: Literal["louvain", "leiden"] = "louvain",
+                          n_neighbors: Annotated[int, {"min": 5, "max": 100}] = 20,
+                          layout: Literal["umap", "pca"] = "umap",
+                          labels_key: ObsColumn | None = None) -> w.HTML:
+            """Embed the cells with the model, lay the embedding out in 2D and cluster it.
+
+            Parameters
+            ----------
+            resolution
+                Clustering resolution (higher gives more clusters).
+            n_neighbors
+                k of the kNN graph (the paper uses 20).
+            layout
+                UMAP (scanpy) or the first two principal components of the latent space.
+            labels_key
+                Known labels to score the clusters against (ARI / NMI).
+            """
+            return wb.embed_and_cluster(resolution=resolution, method=method,
+                                        n_neighbors=n_neighbors, layout=layout,
+                                        labels_key=labels_key)
+
+    # runs from the training thread too: do not swap sys.stdout under the user's feet
+    p = panel(embed_and_cluster, wb.adata, title="Embed & cluster", button_text="Embed",
+              capture_stdout=False)
+    if wb.labels_key in wb.adata.obs.columns:
+        p.widgets["labels_key"].value = wb.labels_key
+    return p
+
+
+def evaluate_panel(wb: "Workbench") -> Panel:
+    """scIB integration metrics of the embedding (batch removal and biology conservation)."""
+
+    def evaluate(labels_key: Annotated[str, ObsColumn(kind="categorical")] = wb.labels_key or "",
+                 batch_key: Annotated[str, ObsColumn(kind="categorical")] | None = None
+                 ) -> pd.DataFrame:
+        """scIB metrics of the embedding: batch removal (ASW batch, graph connectivity, iLISI,
+        kBET) and biology conservation (ASW label, NMI, cLISI); overall = 0.4 batch + 0.6 bio.
+
+        Parameters
+        ----------
+        labels_key
+            obs column with the known cell labels.
+        batch_key
+            obs column with the batches (default: the data panel's batch column).
+        """
+        if LATENT_KEY not in wb.adata.obsm:
+            raise ConvNetVAEError(f"no embedding in adata.obsm[{LATENT_KEY!r}]: train, then "
+                                  "press Embed first")
+        from ..evaluate.scib import scib_metrics
+
+        reg = wb.adata.uns.get("convnetvae", {})
+        batch_key = batch_key or reg.get("batch_key")
+        batches = wb.adata.obs[batch_key].astype(str).to_numpy() if batch_key else None
+        res = scib_metrics(wb.adata.obsm[LATENT_KEY],
+                           wb.adata.obs[labels_key].astype(str).to_numpy(), batches)
+        d = res.to_dict()
+        d.pop("undefined", None)
+        reasons = dict(res.reasons)
+        if d.get("overall") is None:
+            reasons.setdefault("overall", "batch or biology score undefined")
+        table = pd.DataFrame({"metric": list(d), "value": list(d.values()),
+                              "note": [reasons.get(k, "") for k in d]})
+        wb.scib = table
+        return table
+
+    p = panel(evaluate, wb.adata, title="Evaluate", button_text="Evaluate")
+    return p

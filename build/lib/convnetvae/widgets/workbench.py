@@ -1,0 +1,281 @@
+"""The Workbench: a napari-Viewer-like notebook object with a main view and docked panels.
+
+::
+
+    wb = Workbench(adata)          # displays itself as the last expression of a cell
+    wb.train(max_epochs=20)        # or press Train; the notebook stays usable
+    wb.add_panel(my_function)      # any annotated function becomes a docked panel
+
+Main view: an embedding scatter coloured by any obs column and genome tracks of per-cluster
+signal. Docked panels: Data, Train, Embed & cluster, Evaluate and the user's own. Only
+standard ipywidgets and PNG images: JupyterLab, Notebook 7, VS Code and Voila all show it.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping
+from typing import Any, Callable, Iterator
+
+import ipywidgets as w
+import numpy as np
+import pandas as pd
+
+from ..errors import ConvNetVAEError
+from .builtin_panels import (CLUSTER_KEY, LATENT_KEY, NEIGHBORS_KEY, TrainPanel, data_panel,
+                             embed_panel, evaluate_panel)
+from .panel import Panel, panel
+from .views import EmbeddingView, GenomeTrackView
+
+
+class _Context(Mapping):
+    """What a docked function may ask for by parameter name: ``workbench``, ``model``."""
+
+    def __init__(self, wb: "Workbench") -> None:
+        self._wb = wb
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "workbench":
+            return self._wb
+        if key == "model":
+            if self._wb.model is None:
+                raise ConvNetVAEError("no model yet: train one in the Train panel first")
+            return self._wb.model
+        raise KeyError(key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in ("workbench", "model")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(("workbench", "model"))
+
+    def __len__(self) -> int:
+        return 2
+
+
+class Workbench:
+    """Explore an AnnData and a ConvNet-VAE in a notebook: views plus docked panels.
+
+    Parameters
+    ----------
+    adata
+        Cells x bins following the data contract (``layers[modality]`` counts, ``var`` with
+        ``chrom``/``start``/``end``).
+    model
+        An existing :class:`~convnetvae.ConvNetVAE` (optional; the Train panel makes one).
+    labels_key
+        obs column of known labels (default: the data setup's, or a guess like
+        ``"cell_type"``).
+
+    Attributes
+    ----------
+    panels
+        ``{title: Panel}`` of the docked panels, built-in and added.
+    embedding, tracks
+        The main views (:class:`EmbeddingView`, :class:`GenomeTrackView`).
+    trainer
+        The train panel (:class:`~convnetvae.widgets.builtin_panels.TrainPanel`).
+    widget
+        The whole workbench as one ipywidget.
+    """
+
+    def __init__(self, adata: Any, model: Any = None, labels_key: str | None = None) -> None:
+        if not hasattr(adata, "layers") or not hasattr(adata, "obs"):
+            raise ConvNetVAEError(f"Workbench needs an AnnData, got {type(adata).__name__}")
+        if len(adata.layers) == 0:
+            raise ConvNetVAEError("adata has no layers: the workbench needs one count layer "
+                                  "per modality (adata.layers['ATAC'], ...)")
+        self.adata = adata
+        self.model = model
+        self.scib: pd.DataFrame | None = None
+        reg = adata.uns.get("convnetvae") if isinstance(adata.uns.get("convnetvae"), dict) else {}
+        self.labels_key = labels_key or reg.get("labels_key") or next(
+            (c for c in ("cell_type", "celltype", "labels", "label") if c in adata.obs), None)
+        self._context = _Context(self)
+        mods = list(reg.get("modalities") or adata.uns.get("modalities") or adata.layers.keys())
+        self.embedding = EmbeddingView(adata)
+        self.tracks = GenomeTrackView(adata, mods, get_model=self._trained_model)
+        self.panels: dict[str, Panel] = {}
+        self._dock = w.Accordion(children=[], layout=w.Layout(width="100%"))
+        self._dock.add_class("convnetvae-dock")
+        self._add(data_panel(self))
+        self.trainer = TrainPanel(self)
+        self._add(self.trainer.panel)
+        self._add(embed_panel(self))
+        self._add(evaluate_panel(self))
+        self.panels["Data"].run()  # set the data up with its defaults and show the summary
+        self._dock.selected_index = 1 if self.panels["Data"].error is None else 0
+        self.main = w.Tab(children=[self.embedding.widget, self.tracks.widget])
+        self.main.set_title(0, "Embedding")
+        self.main.set_title(1, "Genome tracks")
+        self.main.add_class("convnetvae-main")
+        header = w.HTML(f"<b>convnetvae workbench</b> &mdash; {adata.n_obs:,} cells &times; "
+                        f"{adata.n_vars:,} bins, layers: "
+                        f"{html.escape(', '.join(map(str, adata.layers.keys())))}")
+        self.widget = w.VBox([header, w.HBox([
+            w.Box([self._dock], layout=w.Layout(width="38%", min_width="320px")),
+            w.Box([self.main], layout=w.Layout(width="62%"))])])
+        self.widget.add_class("convnetvae-workbench")
+
+    # ---- display -------------------------------------------------------------------------
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    def show(self) -> None:
+        """Display the workbench (as the last expression of a cell does)."""
+        from IPython.display import display
+
+        display(self.widget)
+
+    def __repr__(self) -> str:
+        return (f"Workbench({self.adata.n_obs} cells x {self.adata.n_vars} bins, "
+                f"panels={list(self.panels)}, model={'yes' if self.model else 'none'})")
+
+    # ---- panels --------------------------------------------------------------------------
+    def _add(self, p: Panel) -> Panel:
+        if p.title in self.panels:
+            raise ConvNetVAEError(f"a panel titled {p.title!r} is already docked; give "
+                                  "add_panel(..., title='another name')")
+        self.panels[p.title] = p
+        p.header.layout.display = "none"  # the accordion shows the title
+        self._dock.children = list(self._dock.children) + [p.box]
+        self._dock.set_title(len(self._dock.children) - 1, p.title)
+        if p is not getattr(getattr(self, "trainer", None), "panel", None):
+            p.on_result(lambda _p: self.refresh())
+        return p
+
+    def add_panel(self, func: Callable[..., Any], *, title: str | None = None,
+                  button_text: str = "Run", auto_call: bool = False, **options: dict) -> Panel:
+        """Dock a panel built from ``func`` (see :func:`~convnetvae.widgets.panel`).
+
+        ``ObsColumn`` / ``Layer`` parameters list this workbench's AnnData; a parameter
+        annotated ``AnnData`` receives it; parameters named ``model`` and ``workbench``
+        receive the current model and the workbench. After each run the views re-read the
+        AnnData, so a function that adds an obs column or an ``obsm`` embedding shows up at once.
+
+        Returns
+        -------
+        Panel
+        """
+        p = panel(func, self.adata, title=title, button_text=button_text, auto_call=auto_call,
+                  context=self._context, **options)
+        self._add(p)
+        self._dock.selected_index = len(self._dock.children) - 1
+        return p
+
+    def refresh(self) -> None:
+        """Re-read the AnnData in every view and panel (new obs columns, obsm keys)."""
+        for p in self.panels.values():
+            p.refresh_choices()
+        self.tracks.refresh()
+        self.embedding.refresh()
+
+    # ---- model ---------------------------------------------------------------------------
+    @property
+    def is_training(self) -> bool:
+        """Whether a training run is in progress."""
+        return self.trainer.is_training if hasattr(self, "trainer") else False
+
+    def _trained_model(self) -> Any:
+        m = self.model
+        if m is None or self.is_training or not getattr(m, "is_trained", False):
+            return None
+        return m
+
+    def train(self, wait: bool = False, **values: Any) -> Any:
+        """Set the Train panel's values and press Train (as a user would).
+
+        Parameters
+        ----------
+        wait
+            Block until training (and the embedding after it) has finished. Ctrl-C while
+            waiting stops training and keeps the model and history so far.
+        **values
+            Train panel values: ``architecture``, ``likelihood``, ``max_epochs``,
+            ``batch_size``, ``lr``, ``n_latent``, ``early_stopping``, ``continue_training``,
+            ``embed_when_done``.
+
+        Returns
+        -------
+        The model.
+        """
+        p = self.trainer.panel
+        p.set_values(**values)
+        p.run()
+        if p.error is not None:
+            raise p.error
+        if wait:
+            self.trainer.wait()
+            if self.trainer.error is not None:
+                raise self.trainer.error
+        return self.model
+
+    def stop(self) -> None:
+        """Stop training after the current minibatch, keeping the model so far."""
+        self.trainer.stop()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for training (and the embedding after it) to end; ``True`` if it ended."""
+        return self.trainer.wait(timeout)
+
+    def embed_and_cluster(self, resolution: float = 1.0, method: str = "louvain",
+                          n_neighbors: int = 20, layout: str = "umap",
+                          labels_key: str | None = None, seed: int = 0) -> w.HTML:
+        """Latent means -> ``obsm["X_convnetvae"]``, 2D layout -> ``obsm["X_convnetvae_umap"]``
+        (or ``_pca``), clusters -> ``obs["convnetvae_clusters"]``; ARI/NMI against labels.
+
+        Uses the evaluation module's kNN graph and Louvain/Leiden (best of 5 starts), and
+        scanpy's UMAP. Returns an HTML summary; the views switch to the new embedding.
+        """
+        from ..evaluate.clustering import ari, leiden, louvain, nmi
+        from ..evaluate.neighbors import fuzzy_connectivities, knn
+
+        if self.model is None:
+            raise ConvNetVAEError("no model yet: train one in the Train panel first")
+        if self.is_training:
+            raise ConvNetVAEError("training is running: stop it or wait for it to finish")
+        if not getattr(self.model, "is_trained", True):
+            raise ConvNetVAEError("the model is not trained yet: press Train first")
+        if method not in ("louvain", "leiden"):
+            raise ConvNetVAEError(f"method must be 'louvain' or 'leiden', got {method!r}")
+        adata = self.adata
+        z = np.asarray(self.model.get_latent_representation(), dtype=np.float32)
+        adata.obsm[LATENT_KEY] = z
+        k = int(min(n_neighbors, adata.n_obs - 1))
+        graph = fuzzy_connectivities(knn(z, k=k, seed=seed))
+        labels, _q = (louvain if method == "louvain" else leiden)(
+            graph, resolution=float(resolution), n_starts=5, seed=seed)
+        cats = [str(c) for c in range(int(labels.max()) + 1)]
+        adata.obs[CLUSTER_KEY] = pd.Categorical(labels.astype(str), categories=cats)
+        if layout == "umap":
+            import scanpy as sc
+
+            sc.pp.neighbors(adata, use_rep=LATENT_KEY, n_neighbors=min(15, k),
+                            key_added=NEIGHBORS_KEY, random_state=seed)
+            sc.tl.umap(adata, neighbors_key=NEIGHBORS_KEY, key_added=f"{LATENT_KEY}_umap",
+                       random_state=seed)
+            basis = f"{LATENT_KEY}_umap"
+        elif layout == "pca":
+            zc = z - z.mean(axis=0)
+            _u, _s, vt = np.linalg.svd(zc, full_matrices=False)
+            adata.obsm[f"{LATENT_KEY}_pca"] = zc @ vt[:2].T
+            basis = f"{LATENT_KEY}_pca"
+        else:
+            raise ConvNetVAEError(f"layout must be 'umap' or 'pca', got {layout!r}")
+        lines = [f"{len(cats)} clusters ({method}, resolution {resolution:g}) in "
+                 f"<code>obs[{CLUSTER_KEY!r}]</code>; embedding in "
+                 f"<code>obsm[{LATENT_KEY!r}]</code>, layout in <code>obsm[{basis!r}]</code>"]
+        self.cluster_scores: dict[str, float] = {}
+        if labels_key:
+            if labels_key not in adata.obs.columns:
+                raise ConvNetVAEError(f"labels_key {labels_key!r} is not a column of adata.obs")
+            truth = adata.obs[labels_key].astype(str).to_numpy()
+            self.cluster_scores = {"ARI": ari(truth, labels), "NMI": nmi(truth, labels)}
+            lines.append(f"against <i>{html.escape(labels_key)}</i>: ARI "
+                         f"<b>{self.cluster_scores['ARI']:.3f}</b>, NMI "
+                         f"<b>{self.cluster_scores['NMI']:.3f}</b>")
+        for p in self.panels.values():
+            p.refresh_choices()
+        self.embedding.refresh(basis=basis, color=CLUSTER_KEY)
+        self.tracks.refresh(group_by=CLUSTER_KEY)
+        return w.HTML("<br>".join(lines))
