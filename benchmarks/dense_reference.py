@@ -110,7 +110,7 @@ class DenseConvVAE(nn.Module):
 
     def __init__(self, n_modalities: int, n_bins: int, n_batches: int,
                  architecture: str = "conv-k31s31", n_hidden: int = 128, n_latent: int = 30,
-                 dropout: float = 0.2) -> None:
+                 dropout: float = 0.2, batch_offsets: bool = True) -> None:
         super().__init__()
         a = parse_architecture(architecture)
         self.n_batches = n_batches
@@ -118,13 +118,19 @@ class DenseConvVAE(nn.Module):
                                     n_batches, n_hidden, n_latent, dropout)
         self.decoder = DenseDecoder(n_modalities, n_bins, a.kernel, a.stride, a.channels,
                                     n_batches, n_latent, dropout)
+        # the per-batch log-rate offset of ModuleConfig(batch_offsets=True)
+        self.batch_offset = nn.Parameter(torch.zeros(n_batches, n_modalities, n_bins)) \
+            if batch_offsets and n_batches > 1 else None
 
     def forward(self, x: torch.Tensor, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         b = F.one_hot(batch, self.n_batches).float() if self.n_batches > 1 else None
         mu, logvar = self.encoder(torch.log1p(x), b)
         logvar = logvar.clamp(-15.0, 10.0)
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
-        w = torch.softmax(self.decoder(z, b), dim=-1)
+        logits = self.decoder(z, b)
+        if self.batch_offset is not None:
+            logits = logits + self.batch_offset[batch]
+        w = torch.softmax(logits, dim=-1)
         lib = x.sum(-1, keepdim=True)
         rate = lib * w  # materialised rates, as the reference
         recon = (x * torch.log(rate + 1e-10) - rate - torch.lgamma(x + 1.0)).sum((-1, -2))

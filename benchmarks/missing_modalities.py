@@ -96,7 +96,7 @@ def make_data(n_cells: int, n_bins: int, n_tri: int, n_holdout: int, seed: int, 
 def run(n_cells: int = 12_000, n_bins: int = 25_000, n_tri: int = 4_400, n_holdout: int = 400,
         epochs: int = 100, architecture: str = "conv-k31s31", seed: int = 0,
         batch_size: int = 128, patience: int = 10, progress: bool = False,
-        sim_kwargs: dict | None = None) -> dict:
+        sim_kwargs: dict | None = None, n_threads: int | None = None) -> dict:
     """Train one model on bi- and tri-modal cells together and score it (see module docstring).
 
     Returns
@@ -112,7 +112,7 @@ def run(n_cells: int = 12_000, n_bins: int = 25_000, n_tri: int = 4_400, n_holdo
     model = cv.ConvNetVAE(adata, architecture=architecture, seed=seed)
     t1 = time.perf_counter()
     model.train(max_epochs=epochs, batch_size=batch_size, patience=patience, progress=progress,
-                seed=seed)
+                seed=seed, n_threads=n_threads)
     t_train = time.perf_counter() - t1
 
     z = model.get_latent_representation()
@@ -147,7 +147,7 @@ def run(n_cells: int = 12_000, n_bins: int = 25_000, n_tri: int = 4_400, n_holdo
         "settings": {"n_cells": n_cells, "n_bins": n_bins, "n_tri_modal": int(has_atac.sum()),
                      "n_bi_modal": int((~has_atac).sum()), "n_holdout": int(len(hold)),
                      "architecture": architecture, "max_epochs": epochs, "seed": seed,
-                     "batch_size": batch_size, "patience": patience,
+                     "batch_size": batch_size, "patience": patience, "threads": n_threads,
                      "simulate": {k: v for k, v in adata.uns["simulation"].items()
                                   if k != "missing"}},
         "epochs_trained": len(model.history),
@@ -180,9 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" /
                                          "missing_modalities.json"))
     p.add_argument("--progress", action="store_true")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     a = p.parse_args(argv)
     res = run(a.n_cells, a.n_bins, a.n_tri, a.n_holdout, a.epochs, a.architecture, a.seed,
-              patience=a.patience, progress=a.progress)
+              patience=a.patience, progress=a.progress, n_threads=a.threads)
     write_json(a.out, res)
     imp = res["imputation_pearson"]
     print(f"ARI bi-modal {res['ari_bi_modal']:.3f}, tri-modal {res['ari_tri_modal']:.3f}; "

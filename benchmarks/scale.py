@@ -301,6 +301,61 @@ def run_case(name: str, args: argparse.Namespace) -> dict:
     return rec
 
 
+# ---------------------------------------------------------------------- profile
+def profile_epoch(args: argparse.Namespace) -> dict:
+    """Where one epoch of the paper-size case goes: loader / forward / backward / optimiser
+    wall time over a full epoch, and torch.profiler's top operators over a few steps."""
+    import torch
+    from torch.profiler import profile
+
+    from convnetvae.data.loader import InMemorySource, MinibatchLoader
+    from convnetvae.model.vae import VAE, ModuleConfig
+
+    torch.set_num_threads(args.threads)
+    n, g, B = CASES["paper"]["n_cells"], CASES["paper"]["n_bins"], args.batch_size
+    mats = random_counts(n, g, args.nnz, args.seed)
+    rng = np.random.default_rng(args.seed)
+    loader = MinibatchLoader(InMemorySource(mats), rng.integers(0, 2, n), None, batch_size=B,
+                             shuffle=True, drop_last=True, generator=rng)
+    torch.manual_seed(args.seed)
+    vae = VAE(ModuleConfig(n_modalities=3, chrom_lengths=chrom_lengths(g), n_batches=2,
+                           architecture=args.architecture)).train()
+    opt = torch.optim.Adam(vae.parameters(), lr=1e-3)
+    parts = {"loader (densify + copy)": 0.0, "forward": 0.0, "backward": 0.0, "optimizer": 0.0}
+
+    def step(rows):
+        t0 = time.perf_counter()
+        mb = loader.load(rows)
+        t1 = time.perf_counter()
+        out = vae(mb.x, mb.batch, mb.mask)
+        loss = (out["kl"] - out["reconstruction"]).mean()
+        t2 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        t3 = time.perf_counter()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 100.0)
+        opt.step()
+        t4 = time.perf_counter()
+        return t1 - t0, t2 - t1, t3 - t2, t4 - t3
+
+    batches = loader.batches()
+    t_epoch = time.perf_counter()
+    for rows in batches:
+        for k, dt_ in zip(parts, step(rows)):
+            parts[k] += dt_
+    t_epoch = time.perf_counter() - t_epoch
+    with profile() as prof:
+        for rows in batches[:3]:
+            step(rows)
+    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
+    return {"case": "profile_paper_epoch", "n_cells": n, "n_bins": g,
+            "architecture": args.architecture, "threads": args.threads,
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "n_minibatches": len(batches),
+            "epoch_seconds": t_epoch, "parts_seconds": parts,
+            "parts_fraction": {k: v / t_epoch for k, v in parts.items()},
+            "top_operators_3_steps": table}
+
+
 # ---------------------------------------------------------------------- driver
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -319,10 +374,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(), "convnetvae_scale"))
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "scale.json"))
+    p.add_argument("--omp-wait-policy", default="PASSIVE", choices=["PASSIVE", "ACTIVE"],
+                   help="OpenMP wait policy of the case processes (see docs/performance.md)")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one case
     a = p.parse_args(argv)
     if a.one:
-        rec = run_case(a.one, a)
+        rec = profile_epoch(a) if a.one == "profile" else run_case(a.one, a)
         print("RESULT " + json.dumps(rec))
         return 0
     from convnetvae.io_utils import write_json
@@ -331,17 +388,19 @@ def main(argv: list[str] | None = None) -> int:
     records = []
     passthrough = [x for x in (argv if argv is not None else sys.argv[1:])]
     for name in [c for c in a.cases.split(",") if c]:
-        if name not in CASES:
+        if name not in CASES and name != "profile":
             raise SystemExit(f"unknown case {name!r}; choose from {sorted(CASES)}")
         t0 = time.perf_counter()
+        env = dict(os.environ, OMP_WAIT_POLICY=a.omp_wait_policy)
         proc = subprocess.run([sys.executable, __file__, *passthrough, "--one", name],
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, env=env)
         line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
         if proc.returncode != 0 or not line:
             rec = {"case": name, "error": proc.stderr[-3000:]}
         else:
             rec = json.loads(line[-1][7:])
         rec["wall_seconds"] = time.perf_counter() - t0
+        rec["omp_wait_policy"] = a.omp_wait_policy
         records.append(rec)
         print(json.dumps({k: v for k, v in rec.items() if k not in ("error",)}, default=str)
               if "error" not in rec else f"{name}: FAILED\n{rec['error']}", flush=True)

@@ -4,10 +4,17 @@ A convolutional variational autoencoder over genomic bins (ConvNet-VAE, Gao & We
 Bioinformatics 2025), with an scvi-tools-like API, an R bridge and a notebook workbench.
 """
 
+import os as _os
 from importlib.metadata import PackageNotFoundError, version
 
-from .data import simulate
-from .errors import ConvNetVAEError
+# OpenMP threads that spin while waiting starve each other on few, shared cores (measured: a
+# training step 3x slower, single convolutions up to 40x, see docs/performance.md); wait
+# passively unless the user chose otherwise. Takes effect when convnetvae is imported before
+# torch.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from .data import simulate  # noqa: E402
+from .errors import ConvNetVAEError  # noqa: E402
 
 try:
     __version__ = version("convnetvae")

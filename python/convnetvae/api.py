@@ -62,13 +62,18 @@ class ConvNetVAE:
     chrom_aware
         Pad each chromosome on its own so no kernel mixes bins of two chromosomes (default); set
         ``False`` to reproduce the paper (kernels run across chromosome boundaries).
+    batch_offsets
+        Give the decoder a learned log-rate offset per batch, modality and bin (default), a direct
+        path for batch biases of whole bins so the latent space need not carry them; ``False``
+        is the paper's decoder (batch enters only through the FC layer).
     seed
         Seed for the weight initialisation.
     """
 
     def __init__(self, adata: ad.AnnData, architecture: str = DEFAULT_ARCHITECTURE,
                  likelihood: str = "poisson", n_latent: int = 30, n_hidden: int = 128,
-                 dropout: float = 0.2, chrom_aware: bool = True, seed: int = 0) -> None:
+                 dropout: float = 0.2, chrom_aware: bool = True, batch_offsets: bool = True,
+                 seed: int = 0) -> None:
         self.registry = contract.get_registry(adata)
         self.adata = adata
         contract.check_var_coordinates(adata.var)
@@ -83,7 +88,8 @@ class ConvNetVAE:
             n_batches=max(1, len(self.registry["batch_categories"])), architecture=architecture,
             likelihood=likelihood, n_latent=int(n_latent), n_hidden=int(n_hidden),
             dropout=float(dropout), chrom_aware=bool(chrom_aware),
-            use_mask=bool(self.registry.get("has_missing", False)))
+            use_mask=bool(self.registry.get("has_missing", False)),
+            batch_offsets=bool(batch_offsets))
         torch.manual_seed(seed)
         self.module = VAE(config)
         self.seed = seed

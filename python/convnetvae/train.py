@@ -224,8 +224,8 @@ class Trainer:
             torch.set_num_threads(cfg.n_threads)
         torch.manual_seed(cfg.seed)
         self.module.to(self.device)
-        self.optimizer = torch.optim.Adam(self.module.parameters(), lr=cfg.lr,
-                                          weight_decay=cfg.weight_decay)
+        self.optimizer = torch.optim.Adam(parameter_groups(self.module, cfg.lr),
+                                          lr=cfg.lr, weight_decay=cfg.weight_decay)
         if cfg.resume:
             if not cfg.checkpoint_dir:
                 raise ConvNetVAEError("resume=True needs checkpoint_dir=")
@@ -295,6 +295,21 @@ class Trainer:
             self.module.load_state_dict(good[0])
         self.module.eval()
         return self.history
+
+
+#: learning-rate multiplier of the per-batch bin offsets: Adam moves each parameter by about lr
+#: per step, and these offsets must reach log-fold changes of order 1 within the first epochs
+BATCH_OFFSET_LR_SCALE = 20.0
+
+
+def parameter_groups(module: torch.nn.Module, lr: float) -> list[dict]:
+    """Adam parameter groups: the batch offsets (if any) learn faster than the rest."""
+    offsets = [p for n, p in module.named_parameters() if n.endswith("batch_offset")]
+    rest = [p for n, p in module.named_parameters() if not n.endswith("batch_offset")]
+    groups = [{"params": rest, "lr": lr}]
+    if offsets:
+        groups.append({"params": offsets, "lr": lr * BATCH_OFFSET_LR_SCALE})
+    return groups
 
 
 class _NonFinite(Exception):

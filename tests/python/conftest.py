@@ -7,7 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+
+# before torch loads OpenMP: spinning waits starve threads on shared cores (docs/performance.md)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED_DATA = REPO.parent / "shared" / "data"

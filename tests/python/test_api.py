@@ -235,3 +235,19 @@ def test_not_set_up_and_bad_arguments(small_adata):
         m.train(max_epochs=1, validation_size=1.5, progress=False)
     with pytest.raises(ConvNetVAEError, match="batch_size"):
         m.train(max_epochs=1, batch_size=1, progress=False)
+
+
+def test_short_training_separates_simulated_types():
+    """A short training on the simulator separates the cell types (ARI >= 0.8)."""
+    from convnetvae.evaluate.clustering import clustering_sweep
+
+    a = cv.simulate(n_cells=900, n_bins=3000, n_types=5, seed=11)
+    ConvNetVAE.setup_anndata(a, modalities=MODS, batch_key="batch", labels_key="cell_type")
+    m = ConvNetVAE(a, architecture="conv-k31s31", seed=0)
+    m.train(max_epochs=20, progress=False, early_stopping=False)
+    z = m.get_latent_representation()
+    sweep = clustering_sweep(z, a.obs["cell_type"].to_numpy(), resolutions=[0.05, 0.1, 0.2, 0.4])
+    assert sweep["ari"].max() >= 0.8, sweep
+    # and the batches mix: clusters do not follow the batch
+    batch_sweep = clustering_sweep(z, a.obs["batch"].to_numpy(), resolutions=[0.1])
+    assert batch_sweep["ari"].iloc[0] < 0.1

@@ -141,3 +141,21 @@ def test_two_processes_match_single_process(tmp_path):
     b = single.history["train_loss"].to_numpy()
     assert a[-1] < a[0] and b[-1] < b[0]
     np.testing.assert_allclose(a, b, rtol=0.02)
+
+
+@pytest.mark.timeout(180)
+def test_cli_train_nproc_2_saves_one_model(tmp_path, capsys):
+    from convnetvae.cli import main
+
+    adata = _data()
+    path = tmp_path / "data.h5ad"
+    adata.write_h5ad(path)
+    out = tmp_path / "model"
+    code = main(["train", "--data", str(path), "--modalities", ",".join(MODS), "--batch-key",
+                 "batch", "--architecture", "conv-k11s11", "--epochs", "1", "--batch-size",
+                 "32", "--nproc", "2", "--quiet", "--out", str(out)])
+    assert code == 0
+    assert "2 processes" in capsys.readouterr().out
+    model = cv.ConvNetVAE.load(out, adata, device="cpu")
+    assert model.train_config["world_size"] == 2 and len(model.history) == 1
+    assert np.isfinite(model.get_latent_representation()).all()

@@ -20,15 +20,18 @@ def _vae(arch="conv-k31s31", m=3, lengths=(25_000,), b=2, **kw):
 
 def test_parameter_count_matches_reference_k31s31():
     # the authors' demo model: 3 modalities, 2 batches, 25,000 bins -> 4,172,095 parameters
-    assert count_parameters(_vae("conv-k31s31", chrom_aware=False)) == 4_172_095
+    assert count_parameters(_vae("conv-k31s31", chrom_aware=False,
+                                 batch_offsets=False)) == 4_172_095
+    # the per-batch bin offsets add batches x modalities x bins
+    assert count_parameters(_vae("conv-k31s31", chrom_aware=False)) == 4_172_095 + 2 * 3 * 25_000
 
 
 @pytest.mark.parametrize("m,arch,lo,hi", [(2, "conv-k51s51", 0.18, 0.22),
                                           (3, "conv-k51s51", 0.12, 0.145),
                                           (2, "conv-k31s31", 0.30, 0.35)])
 def test_parameter_ratios_vs_fc_vae(m, arch, lo, hi):
-    conv = count_parameters(_vae(arch, m=m, chrom_aware=False))
-    fc = count_parameters(_vae("fc-l1", m=m))
+    conv = count_parameters(_vae(arch, m=m, chrom_aware=False, batch_offsets=False))
+    fc = count_parameters(_vae("fc-l1", m=m, batch_offsets=False))
     assert lo < conv / fc < hi
 
 

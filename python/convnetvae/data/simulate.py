@@ -67,7 +67,7 @@ def simulate(
     library_size: float | Mapping[str, float] | None = None,
     library_sd: float = 0.5,
     program_strength: float = 0.55,
-    batch_strength: float = 1.0,
+    batch_strength: float = 0.5,
     missing: Mapping[str, float] | None = None,
     seed: int = 0,
 ) -> ad.AnnData:

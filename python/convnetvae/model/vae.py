@@ -39,6 +39,7 @@ class ModuleConfig:
     dropout: float = 0.2
     chrom_aware: bool = True
     use_mask: bool = False
+    batch_offsets: bool = True
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -88,6 +89,13 @@ class VAE(nn.Module):
                                         arch.n_layers, config.dropout)
             self.decoder = FCPoEDecoder(m, g, config.n_batches, config.n_hidden, config.n_latent,
                                         arch.n_layers, config.dropout)
+        if config.batch_offsets and config.n_batches > 1:
+            # a learned log-rate offset per batch, modality and bin: batch-specific biases of
+            # whole bins (mappability, GC, sample artefacts) get a direct path in the decoder,
+            # so the latent space need not carry them
+            self.batch_offset = nn.Parameter(torch.zeros(config.n_batches, m, g))
+        else:
+            self.register_parameter("batch_offset", None)
         if config.likelihood == "nb":
             self.log_theta = nn.Parameter(torch.zeros(m, g))
         else:
@@ -120,7 +128,10 @@ class VAE(nn.Module):
 
     def decode(self, z: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
         """Log softmax over bins per modality (B, M, G)."""
-        return F.log_softmax(self.decoder(z, self.batch_onehot(batch)), dim=-1)
+        logits = self.decoder(z, self.batch_onehot(batch))
+        if self.batch_offset is not None:
+            logits = logits + self.batch_offset.index_select(0, batch.long())
+        return F.log_softmax(logits, dim=-1)
 
     def log_px_z(self, x: torch.Tensor, z: torch.Tensor, batch: torch.Tensor,
                  mask: torch.Tensor | None = None, lib: torch.Tensor | None = None,
@@ -184,6 +195,6 @@ def paper_parameter_counts(n_bins: int = 25_000, n_modalities: Sequence[int] = (
         for name in ("conv-k11s11", "conv-k31s31", "conv-k51s51", "conv-k11s3x1",
                      "conv-k11s3x2", "conv-k11s3x3", "fc-l1", "fc-l2", "fc-l3"):
             cfg = ModuleConfig(n_modalities=m, chrom_lengths=[n_bins], n_batches=n_batches,
-                               architecture=name, chrom_aware=False)
+                               architecture=name, chrom_aware=False, batch_offsets=False)
             out[(m, name)] = count_parameters(VAE(cfg))
     return out
