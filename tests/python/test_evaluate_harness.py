@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,7 +15,7 @@ from convnetvae.evaluate.baselines import LSIModel, lsi_embedding, tfidf
 from convnetvae.evaluate.clustering import clustering_sweep
 from convnetvae.evaluate.crossval import kfold_indices
 from convnetvae.evaluate.harness import BenchmarkConfig, parse_model_name, run_benchmark, summary_table
-from convnetvae.evaluate.report import FIGURES, write_outputs
+from convnetvae.evaluate.report import FIGURES
 
 
 @pytest.fixture(scope="module")

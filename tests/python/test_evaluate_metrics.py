@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 from scipy.stats import chi2
 
 from convnetvae.errors import ConvNetVAEError
