@@ -92,7 +92,7 @@ def simulate(
         Width of a bin in bp (coordinates only).
     library_size
         Median counts per cell per modality (a number, or one per modality). Default
-        ``0.05 * n_bins`` clipped to [200, 3000], which gives the 1-5 % non-zero bins of real data.
+        ``0.04 * n_bins`` clipped to [200, 3000], which gives the 1-5 % non-zero bins of real data.
     library_sd
         Standard deviation of log library size.
     program_strength
@@ -195,7 +195,7 @@ def simulate(
     strength = np.clip(rng.beta(8 * program_strength, 8 * (1 - program_strength), size=n_cells)
                        * batch_snr[batch], 0.02, 0.98)
     if library_size is None:
-        library_size = float(np.clip(0.05 * n_bins, 200, 3000))
+        library_size = float(np.clip(0.04 * n_bins, 200, 3000))
     if isinstance(library_size, Mapping):
         lib_median = {m: float(library_size.get(m, 1500.0)) for m in modalities}
     else:

@@ -138,12 +138,21 @@ def _r() -> Any:
     """The R helper environment (starts R in this process on first use)."""
     global _helpers
     if _helpers is None:
+        # rpy2 puts R's library folders (incl. the system's libpython) in LD_LIBRARY_PATH when
+        # it starts R; R is loaded in-process by then, and leaving it set breaks every Python
+        # subprocess started later (another libpython gets loaded), so restore it
+        saved = os.environ.get("LD_LIBRARY_PATH")
         try:
             import rpy2.robjects as ro
         except Exception as err:  # ImportError, or R not found when rpy2 initialises
             raise ConvNetVAEError(
                 "reading and writing .rds files needs R and rpy2: install R, then "
                 f"pip install 'convnetvae[r]' ({type(err).__name__}: {err})") from None
+        finally:
+            if saved is None:
+                os.environ.pop("LD_LIBRARY_PATH", None)
+            else:
+                os.environ["LD_LIBRARY_PATH"] = saved
         _helpers = ro.r(_R_HELPERS)
     return _helpers
 
