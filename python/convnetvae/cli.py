@@ -19,7 +19,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="demo_output", help="output folder (default demo_output)")
     p.add_argument("--n-cells", type=int, default=3000)
     p.add_argument("--n-bins", type=int, default=10_000)
-    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--architecture", default="conv-k31s31")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")

@@ -17,7 +17,7 @@ MODALITIES = ("ATAC", "H3K27ac", "H3K27me3")
 
 
 def run_demo(out: str | os.PathLike = "demo_output", n_cells: int = 3000, n_bins: int = 10_000,
-             epochs: int = 40, architecture: str = "conv-k31s31", seed: int = 0,
+             epochs: int = 30, architecture: str = "conv-k31s31", seed: int = 0,
              progress: bool = True) -> dict:
     """Simulate a tri-modal, two-batch dataset, train ConvNet-VAE, embed, cluster and plot.
 
