@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convnetvae.model.architectures import parse_architecture
+from convnetvae.train import parameter_groups
 
 
 class _Block(nn.Sequential):
@@ -156,7 +157,7 @@ def train_dense(model: DenseConvVAE, data: torch.Tensor, batch_codes: np.ndarray
     ``train_loss`` (negative ELBO per cell) and ``seconds``."""
     rng = np.random.default_rng(seed + 1)
     torch.manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = torch.optim.Adam(parameter_groups(model, lr), lr=lr)  # as the Trainer
     codes = torch.from_numpy(np.asarray(batch_codes, dtype=np.int64))
     hist = []
     for _ in range(epochs):

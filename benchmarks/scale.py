@@ -320,7 +320,9 @@ def profile_epoch(args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
     vae = VAE(ModuleConfig(n_modalities=3, chrom_lengths=chrom_lengths(g), n_batches=2,
                            architecture=args.architecture)).train()
-    opt = torch.optim.Adam(vae.parameters(), lr=1e-3)
+    from convnetvae.train import parameter_groups
+
+    opt = torch.optim.Adam(parameter_groups(vae, 1e-3), lr=1e-3)
     parts = {"loader (densify + copy)": 0.0, "forward": 0.0, "backward": 0.0, "optimizer": 0.0}
 
     def step(rows):

@@ -11,6 +11,7 @@ from convnetvae.data.loader import MinibatchLoader
 from convnetvae.distributed import (epoch_batches, step_seed, train_distributed,
                                     train_multiprocess)
 from convnetvae.errors import ConvNetVAEError
+from convnetvae.train import parameter_groups
 
 MODS = ["ATAC", "H3K27ac", "H3K27me3"]
 MODEL_KW = dict(architecture="conv-k11s11", n_hidden=32, n_latent=8, seed=0)
@@ -31,7 +32,7 @@ def _reference(adata, world: int) -> tuple[cv.ConvNetVAE, list[float]]:
     _, source, codes, mask = model._prepare(None)
     loader = MinibatchLoader(source, codes, mask)
     vae = model.module.train()
-    opt = torch.optim.Adam(vae.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(parameter_groups(vae, 1e-3), lr=1e-3)
     bns = [m for m in vae.modules() if isinstance(m, torch.nn.BatchNorm1d)]
     losses = []
     for epoch in range(EPOCHS):
