@@ -252,15 +252,20 @@ class ConvNetVAE:
             self.history_ = list(err.history)  # keep what finished; weights are the last good
             self.trainer_ = trainer
             raise
+        self._record_training(trainer, cfg, hist)
+        return self
+
+    def _record_training(self, trainer: Trainer, cfg: TrainConfig, hist: list[dict],
+                         **extra: object) -> None:
+        """Keep a finished run's history, settings and outcome on the model."""
         self.history_ = list(hist)
         self.is_trained = len(hist) > 0 or self.is_trained
         self.train_config = {k: v for k, v in cfg.__dict__.items() if k != "extra"}
         self.train_config.update({"stopped_early": trainer.stopped_early,
                                   "interrupted": trainer.interrupted,
                                   "best_epoch": trainer.best_epoch,
-                                  "epochs_trained": len(hist)})
+                                  "epochs_trained": len(hist), **extra})
         self.trainer_ = trainer
-        return self
 
     # ------------------------------------------------------------------ outputs
     @torch.no_grad()

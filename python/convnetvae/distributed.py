@@ -278,15 +278,7 @@ def train_distributed(model: Any, **train_kwargs: Any) -> Any:
     _, source, codes, mask = model._prepare(None)
     trainer = DistributedTrainer(model.module, source, codes, mask, cfg)
     hist = trainer.fit()
-    model.history_ = list(hist)
-    model.is_trained = len(hist) > 0 or model.is_trained
-    model.train_config = {k: v for k, v in cfg.__dict__.items() if k != "extra"}
-    model.train_config.update({"stopped_early": trainer.stopped_early,
-                               "interrupted": trainer.interrupted,
-                               "best_epoch": trainer.best_epoch,
-                               "epochs_trained": len(hist),
-                               "world_size": trainer.world_size})
-    model.trainer_ = trainer
+    model._record_training(trainer, cfg, hist, world_size=trainer.world_size)
     return model
 
 

@@ -20,15 +20,19 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 _LD_LIBRARY_PATH = os.environ.get("LD_LIBRARY_PATH")
 
 
+def _reset_ld_library_path() -> None:
+    if _LD_LIBRARY_PATH is None:
+        os.environ.pop("LD_LIBRARY_PATH", None)
+    else:
+        os.environ["LD_LIBRARY_PATH"] = _LD_LIBRARY_PATH
+
+
 @pytest.fixture(autouse=True)
 def _restore_ld_library_path():
     """rpy2 sets LD_LIBRARY_PATH (to R's and the system's libraries) when it starts R; a Python
     subprocess started afterwards would then load the wrong libpython. Restore it after each test."""
     yield
-    if _LD_LIBRARY_PATH is None:
-        os.environ.pop("LD_LIBRARY_PATH", None)
-    else:
-        os.environ["LD_LIBRARY_PATH"] = _LD_LIBRARY_PATH
+    _reset_ld_library_path()
 
 
 def shared_data(*parts: str) -> Path:
@@ -68,7 +72,4 @@ def rng():
 
 def pytest_collection_finish(session):
     """Collecting test_r_bridge starts R through rpy2 (to decide skips): undo its LD_LIBRARY_PATH."""
-    if _LD_LIBRARY_PATH is None:
-        os.environ.pop("LD_LIBRARY_PATH", None)
-    else:
-        os.environ["LD_LIBRARY_PATH"] = _LD_LIBRARY_PATH
+    _reset_ld_library_path()

@@ -74,10 +74,7 @@ class H5CSRSource:
 def source_from_anndata(adata: ad.AnnData, modalities: Sequence[str]) -> CountSource:
     """The fastest row source for ``adata``: in memory, or the h5ad file of a backed AnnData."""
     if adata.isbacked and not adata.is_view:
-        layers_on_disk = all(not sp.issparse(adata.layers[m]) and not isinstance(
-            adata.layers[m], np.ndarray) for m in modalities) if False else True
-        if layers_on_disk:
-            return H5CSRSource(str(adata.filename), modalities)
+        return H5CSRSource(str(adata.filename), modalities)
     mats = []
     for m in modalities:
         x = adata.layers[m]

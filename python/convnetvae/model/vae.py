@@ -70,13 +70,10 @@ class VAE(nn.Module):
         self.n_bins = g
         n_extra = m if config.use_mask else 0
         if arch.kind == "conv":
-            lengths = config.chrom_lengths if config.chrom_aware else [g]
-            # the smallest segment must hold at least one window at every layer
             if g < arch.kernel:
                 raise ConvNetVAEError(
                     f"architecture {arch.name!r} has kernel {arch.kernel} but the data has only "
                     f"{g} bins: choose a smaller kernel (e.g. conv-k11s11) or more bins")
-            del lengths
             self.encoder: nn.Module = ConvEncoder(
                 m, config.chrom_lengths, arch.kernel, arch.stride, arch.channels,
                 config.n_batches, n_extra, config.n_hidden, config.n_latent, config.dropout,
