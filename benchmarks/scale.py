@@ -171,7 +171,7 @@ def peak_rss_mb() -> float:
 
 
 def _sparse_train(source, codes, n_bins, arch, train_idx, epochs, batch_size, seed,
-                  chrom_aware, extra=None):
+                  chrom_aware, block_size=None):
     import torch
 
     from convnetvae.model.vae import VAE, ModuleConfig
@@ -183,7 +183,8 @@ def _sparse_train(source, codes, n_bins, arch, train_idx, epochs, batch_size, se
                            architecture=arch, chrom_aware=chrom_aware))
     init = {k: v.clone() for k, v in vae.state_dict().items()}
     cfg = TrainConfig(max_epochs=epochs, batch_size=batch_size, validation_size=0.0,
-                      early_stopping=False, progress=False, seed=seed, extra=extra or {})
+                      early_stopping=False, progress=False, seed=seed,
+                      shuffle_block_size=block_size)
     trainer = Trainer(vae, source, codes, None, cfg, train_indices=np.sort(train_idx),
                       validation_indices=np.zeros(0, dtype=np.int64))
     return trainer.fit(), init
@@ -246,10 +247,9 @@ def run_case(name: str, args: argparse.Namespace) -> dict:
         rec["timing"] = (f"bounded: {nb} minibatches of {B} random cells per pass, 2 passes, "
                          f"seconds per minibatch from the faster pass, epoch extrapolated as "
                          f"s/minibatch x {n} / {B}")
-    extra = {"shuffle_block_size": args.block_size} if (spec["storage"] == "disk"
-                                                       and args.block_size) else None
+    block = args.block_size if (spec["storage"] == "disk" and args.block_size) else None
     hist, init = _sparse_train(source, codes, g, args.architecture, train_idx, epochs, B,
-                               args.seed, chrom_aware=not full, extra=extra)
+                               args.seed, chrom_aware=not full, block_size=block)
     steps = max(1, len(train_idx) // B)
     per_batch = min(h["seconds"] for h in hist) / steps
     rec["sparse"] = {"seconds_per_minibatch": per_batch,
@@ -257,7 +257,7 @@ def run_case(name: str, args: argparse.Namespace) -> dict:
                                            if full else per_batch * n / B),
                      "loss_curve": [h["train_loss"] for h in hist],
                      "peak_rss_mb": peak_rss_mb(), "chrom_aware": not full}
-    if extra:
+    if block:
         rec["sparse"]["shuffle"] = f"block shuffle, blocks of {args.block_size} rows x 8"
     # ---- dense reference
     if args.no_dense:

@@ -189,7 +189,8 @@ class ConvNetVAE:
               grad_clip: float | None = 100.0, weight_decay: float = 0.0,
               mixed_precision: bool = False, checkpoint_dir: str | os.PathLike | None = None,
               checkpoint_every: int = 1, resume: bool = False,
-              n_threads: int | None = None) -> "ConvNetVAE":
+              n_threads: int | None = None,
+              shuffle_block_size: int | None = None) -> "ConvNetVAE":
         """Train the model (Adam, minibatches densified one at a time from sparse counts).
 
         Parameters
@@ -225,12 +226,19 @@ class ConvNetVAE:
         weight_decay
             Adam weight decay.
         mixed_precision
-            bfloat16 autocast on CUDA (ignored on CPU).
+            bfloat16 autocast of the forward pass (the loss, gradients and weights stay float32).
+            Meant for GPUs; it also runs on CPU, where it is usually slower unless the CPU has
+            bfloat16 instructions.
         checkpoint_dir, checkpoint_every, resume
             Write a resumable checkpoint every ``checkpoint_every`` epochs; ``resume=True``
             continues from the last one in ``checkpoint_dir``.
         n_threads
             CPU threads for torch (default: torch's choice).
+        shuffle_block_size
+            Shuffle contiguous blocks of this many cells instead of single cells, so data on disk
+            (:func:`~convnetvae.data.read_backed`) is read in long runs (``None``: shuffle cells
+            freely). Every cell is still seen once per epoch; a minibatch mixes 8 blocks, so
+            write a file sorted by sample or cell type in random row order first.
         """
         adata, source, codes, mask = self._prepare(None)
         cfg = TrainConfig(max_epochs=int(max_epochs), batch_size=int(batch_size), lr=float(lr),
@@ -241,7 +249,7 @@ class ConvNetVAE:
                           mixed_precision=mixed_precision, progress=progress,
                           checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None,
                           checkpoint_every=int(checkpoint_every), resume=bool(resume),
-                          n_threads=n_threads)
+                          n_threads=n_threads, shuffle_block_size=shuffle_block_size)
         trainer = Trainer(self.module, source, codes, mask, cfg, callback=callback,
                           stop_event=stop_event)
         from .train import TrainingDiverged

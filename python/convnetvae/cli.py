@@ -56,7 +56,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="let kernels cross chromosome boundaries (the paper's behaviour)")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backed", action="store_true", help="read counts from disk (large data)")
+    p.add_argument("--backed", action="store_true",
+                   help="leave the count layers on disk and read a minibatch at a time "
+                        "(data larger than RAM)")
+    p.add_argument("--shuffle-block-size", type=int, default=None,
+                   help="shuffle blocks of this many consecutive cells (long reads from disk; "
+                        "write the file in random cell order first)")
     p.add_argument("--checkpoint-dir", default=None)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--nproc", type=int, default=1,
@@ -71,11 +76,10 @@ def _run_train(args: argparse.Namespace) -> int:
         from .distributed import launch_cli
 
         return launch_cli(args)
-    import anndata as ad
-
     from .api import ConvNetVAE
+    from .data.backed import read_h5ad
 
-    adata = ad.read_h5ad(args.data, backed="r" if args.backed else None)
+    adata = read_h5ad(args.data, backed=args.backed)
     mods = [m for m in args.modalities.split(",") if m]
     ConvNetVAE.setup_anndata(adata, modalities=mods, batch_key=args.batch_key)
     model = ConvNetVAE(adata, architecture=args.architecture, likelihood=args.likelihood,
@@ -83,7 +87,8 @@ def _run_train(args: argparse.Namespace) -> int:
                        seed=args.seed)
     model.train(max_epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                 early_stopping=not args.no_early_stopping, device=args.device,
-                progress=not args.quiet, checkpoint_dir=args.checkpoint_dir, resume=args.resume)
+                progress=not args.quiet, checkpoint_dir=args.checkpoint_dir, resume=args.resume,
+                shuffle_block_size=args.shuffle_block_size)
     model.save(args.out, overwrite=True)
     print(f"saved {model!r} to {args.out}")
     return 0

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import os
 import socket
 import sys
@@ -41,7 +40,7 @@ import torch.distributed as dist
 
 from .data.loader import MinibatchLoader
 from .errors import ConvNetVAEError
-from .train import Trainer, TrainConfig, _NonFinite, resolve_device
+from .train import Trainer, TrainConfig, resolve_device
 
 
 # ---------------------------------------------------------------------- sharding and seeding
@@ -98,6 +97,9 @@ class DistributedTrainer(Trainer):
             raise ConvNetVAEError("DistributedTrainer needs an initialised process group: call "
                                   "convnetvae.distributed.init_process_group() first or launch "
                                   "with torchrun / convnetvae train --nproc N")
+        if config.shuffle_block_size:
+            raise ConvNetVAEError("shuffle_block_size works with one process only: data-parallel "
+                                  "training shards a fresh permutation of the cells every epoch")
         self.rank = dist.get_rank()
         self.world_size = dist.get_world_size()
         main = self.rank == 0
@@ -131,9 +133,8 @@ class DistributedTrainer(Trainer):
         cfg = self.config
         self.net.train()
         kl_w = self._kl_weight(epoch)
-        sums = torch.zeros(4, dtype=torch.float64, device=self.device)
+        sums = torch.zeros(5, dtype=torch.float64, device=self.device)
         steps = epoch_batches(self.train_idx, cfg.batch_size, self.world_size, cfg.seed, epoch)
-        use_amp = cfg.mixed_precision and self.device.type == "cuda"
         for step, parts in enumerate(steps):
             if self.stop_event is not None:
                 flag = torch.tensor([float(self.stop_event.is_set())], device=self.device)
@@ -141,29 +142,12 @@ class DistributedTrainer(Trainer):
                     self.interrupted = True
                     return None
             torch.manual_seed(step_seed(cfg.seed, epoch, step, self.rank))
-            mb = self.train_loader.load(parts[self.rank])
-            with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
-                                enabled=use_amp):
-                out = self.net(mb.x, mb.batch, mb.mask)
-            recon, kl = out["reconstruction"].float(), out["kl"].float()
-            loss = (kl_w * kl - recon).mean()
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()  # DDP averages the gradients across ranks here
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(self.module.parameters(), cfg.grad_clip)
-            self.optimizer.step()
-            # no host sync per step: sums stay on the device until the end of the epoch
-            sums += torch.stack([(recon - kl).sum(), recon.sum(), kl.sum(),
-                                 recon.new_tensor(float(recon.shape[0]))]).detach().double()
+            # DDP averages the gradients across ranks in the backward pass of the step
+            sums += self._step(self.train_loader.load(parts[self.rank]), kl_w, self.net)
         self._allreduce(sums)
         self._sync_buffers()
-        s = sums.tolist()
-        if not all(math.isfinite(v) for v in s):
-            # every rank sees the same sums, so every rank restores and retries together
-            raise _NonFinite(epoch)
-        n = max(s[3], 1.0)
-        return {"train_elbo": s[0] / n, "train_reconstruction": s[1] / n,
-                "train_kl": s[2] / n, "train_loss": -s[0] / n}
+        # every rank sees the same sums, so every rank restores and retries together
+        return self._finish_epoch(sums, epoch)
 
     def _evaluate(self) -> dict[str, float]:
         self.module.eval()
@@ -286,11 +270,10 @@ def _train_from_file(data: str, modalities: Sequence[str], out: str, batch_key: 
                      labels_key: str | None, model_kwargs: dict, train_kwargs: dict,
                      backed: bool) -> None:
     """Body of one rank: read the data, build the model, train, rank 0 saves."""
-    import anndata as ad
-
     from .api import ConvNetVAE
+    from .data.backed import read_h5ad
 
-    adata = ad.read_h5ad(data, backed="r" if backed else None)
+    adata = read_h5ad(data, backed=backed)
     ConvNetVAE.setup_anndata(adata, modalities=list(modalities), batch_key=batch_key,
                              labels_key=labels_key)
     model = ConvNetVAE(adata, **model_kwargs)
@@ -359,6 +342,9 @@ def train_multiprocess(data: str | os.PathLike, modalities: Sequence[str], out: 
 
 # ---------------------------------------------------------------------- command line
 def _specs_from_cli(args: argparse.Namespace) -> dict:
+    if getattr(args, "shuffle_block_size", None):
+        raise ConvNetVAEError("--shuffle-block-size works with one process only: data-parallel "
+                              "training shards a fresh permutation of the cells every epoch")
     model_kwargs = {"architecture": args.architecture, "likelihood": args.likelihood,
                     "n_latent": args.n_latent, "chrom_aware": not args.no_chrom_aware,
                     "seed": args.seed}

@@ -51,6 +51,7 @@ class TrainConfig:
     checkpoint_every: int = 1
     resume: bool = False
     n_threads: int | None = None
+    shuffle_block_size: int | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -123,6 +124,9 @@ class Trainer:
             raise ConvNetVAEError(f"batch_size must be >= 2 (BatchNorm), got {config.batch_size}")
         if not config.lr > 0:
             raise ConvNetVAEError(f"lr must be positive, got {config.lr}")
+        if config.shuffle_block_size is not None and int(config.shuffle_block_size) < 1:
+            raise ConvNetVAEError(f"shuffle_block_size must be a positive number of cells or "
+                                  f"None, got {config.shuffle_block_size}")
         self.module = module
         self.source = source
         self.config = config
@@ -142,7 +146,7 @@ class Trainer:
                                             config.batch_size, shuffle=True, drop_last=True,
                                             device=self.device, generator=self.rng,
                                             # block shuffling for data on disk (see loader)
-                                            block_size=config.extra.get("shuffle_block_size"))
+                                            block_size=config.shuffle_block_size)
         self.val_loader = MinibatchLoader(source, batch_codes, mask, self.val_idx,
                                           max(config.batch_size, 256), shuffle=False,
                                           device=self.device) if len(self.val_idx) else None
@@ -182,39 +186,56 @@ class Trainer:
         return (copy.deepcopy(self.module.state_dict()),
                 copy.deepcopy(self.optimizer.state_dict()))
 
+    def _autocast(self) -> Any:
+        """bfloat16 autocast when ``mixed_precision`` is on (CUDA, or CPU for testing)."""
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
+                              enabled=bool(self.config.mixed_precision))
+
+    def _step(self, mb: Any, kl_w: float, net: torch.nn.Module | None = None) -> torch.Tensor:
+        """One optimiser step; returns (elbo sum, reconstruction sum, KL sum, cells, guard).
+
+        Nothing here waits for the device: the sums stay on it, and ``guard`` is 0 when the loss
+        and the gradient norm are finite and NaN otherwise, so one check of the epoch's sums
+        catches a non-finite step (see :meth:`_finish_epoch`).
+        """
+        with self._autocast():
+            out = (net or self.module)(mb.x, mb.batch, mb.mask)
+        recon, kl = out["reconstruction"].float(), out["kl"].float()
+        loss = (kl_w * kl - recon).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        # the total gradient norm (clipped when grad_clip is set; inf = only measure it)
+        gnorm = torch.nn.utils.clip_grad_norm_(self.module.parameters(),
+                                               self.config.grad_clip or math.inf)
+        self.optimizer.step()
+        guard = (loss.detach() + gnorm.detach()) * 0.0  # NaN iff either is non-finite
+        return torch.stack([(recon - kl).sum(), recon.sum(), kl.sum(),
+                            recon.new_tensor(float(recon.shape[0])), guard]).detach().double()
+
+    @staticmethod
+    def _finish_epoch(sums: torch.Tensor, epoch: int) -> dict[str, float]:
+        """The one host sync of an epoch: the history row, or :class:`_NonFinite`.
+
+        A non-finite step makes the epoch's sums non-finite; :meth:`fit` then restores the
+        weights and optimiser state of the last good epoch and retries at a lower learning rate.
+        """
+        s = sums.tolist()
+        if not all(math.isfinite(v) for v in s):
+            raise _NonFinite(epoch)
+        n = max(s[3], 1.0)
+        return {"train_elbo": s[0] / n, "train_reconstruction": s[1] / n,
+                "train_kl": s[2] / n, "train_loss": -s[0] / n}
+
     def _train_epoch(self, epoch: int) -> dict[str, float] | None:
         self.module.train()
         kl_w = self._kl_weight(epoch)
-        sums = torch.zeros(3, dtype=torch.float64, device=self.device)
-        n = 0
-        batches = self.train_loader.batches()
-        for rows in batches:
+        sums = torch.zeros(5, dtype=torch.float64, device=self.device)
+        for rows in self.train_loader.batches():
             if self.stop_event is not None and self.stop_event.is_set():
                 self.interrupted = True
                 return None
-            mb = self.train_loader.load(rows)
-            with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
-                                enabled=self.config.mixed_precision and
-                                self.device.type == "cuda"):
-                out = self.module(mb.x, mb.batch, mb.mask)
-            recon, kl = out["reconstruction"].float(), out["kl"].float()
-            loss = (kl_w * kl - recon).mean()
-            if not torch.isfinite(loss):
-                raise _NonFinite(epoch)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            # the total gradient norm (clipped when grad_clip is set; inf = only measure it)
-            gnorm = torch.nn.utils.clip_grad_norm_(self.module.parameters(),
-                                                   self.config.grad_clip or math.inf)
-            if not torch.isfinite(gnorm):  # finite loss, non-finite gradient: stop before step
-                raise _NonFinite(epoch)
-            self.optimizer.step()
-            b = mb.x.shape[0]
-            sums += torch.stack([(recon - kl).sum(), recon.sum(), kl.sum()]).detach().double()
-            n += b
-        s = (sums / max(n, 1)).tolist()
-        return {"train_elbo": s[0], "train_reconstruction": s[1], "train_kl": s[2],
-                "train_loss": -s[0]}
+            sums += self._step(self.train_loader.load(rows), kl_w)
+        return self._finish_epoch(sums, epoch)
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> list[dict]:

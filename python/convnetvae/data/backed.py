@@ -1,15 +1,24 @@
-"""Count sources for in-memory and on-disk (backed h5ad) AnnData."""
+"""Count sources for in-memory and on-disk (backed h5ad) AnnData.
+
+``anndata.read_h5ad(path, backed="r")`` leaves only ``X`` on disk and reads every layer into
+memory; :func:`read_backed` keeps the count layers on disk (as anndata's backed CSR datasets) and
+loads only the cell and bin tables, so a file larger than RAM can be set up, trained on and
+embedded.
+"""
 
 from __future__ import annotations
 
-from typing import Sequence
+import os
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import anndata as ad
 import numpy as np
 import scipy.sparse as sp
 
 from ..errors import ConvNetVAEError
-from .loader import CountSource, InMemorySource
+
+if TYPE_CHECKING:  # the loader imports torch; the data pipeline must not need it
+    from .loader import CountSource
 
 
 class H5CSRSource:
@@ -24,14 +33,28 @@ class H5CSRSource:
 
         self.path = str(path)
         self._file = h5py.File(self.path, "r")
-        self.groups = []
-        self.indptrs = []
-        shape = None
+        groups = []
         for m in modalities:
             key = f"layers/{m}"
             if key not in self._file:
                 raise ConvNetVAEError(f"layer {m!r} not found in {self.path}")
-            g = self._file[key]
+            groups.append(self._file[key])
+        self._init_groups(groups, list(modalities))
+
+    @classmethod
+    def from_groups(cls, groups: Sequence[Any], names: Sequence[str]) -> "H5CSRSource":
+        """A source over already open h5py groups (one CSR matrix per modality)."""
+        self = cls.__new__(cls)
+        self.path = str(groups[0].file.filename)
+        self._file = groups[0].file
+        self._init_groups(list(groups), list(names))
+        return self
+
+    def _init_groups(self, groups: list, names: list[str]) -> None:
+        self.groups = []
+        self.indptrs = []
+        shape = None
+        for m, g in zip(names, groups):
             enc = g.attrs.get("encoding-type", "")
             if isinstance(enc, bytes):
                 enc = enc.decode()
@@ -71,13 +94,119 @@ class H5CSRSource:
         return indptr, indices, data
 
 
+def is_disk_matrix(x: Any) -> bool:
+    """True for anndata's backed sparse datasets (layers read by :func:`read_backed`)."""
+    from anndata.abc import CSCDataset, CSRDataset
+
+    return isinstance(x, (CSRDataset, CSCDataset))
+
+
+def _check_csr_dataset(layers: Sequence[Any]) -> None:
+    from anndata.abc import CSRDataset
+
+    for x in layers:
+        if not isinstance(x, CSRDataset):
+            raise ConvNetVAEError(
+                "a count layer on disk is stored as CSC; rewrite it as CSR "
+                "(adata.layers[m] = adata.layers[m].tocsr()) to train from disk")
+
+
+def iter_csr_chunks(x: Any, chunk_rows: int = 8192) -> Iterator[tuple[int, np.ndarray,
+                                                                    np.ndarray]]:
+    """Yield ``(first_row, indptr, data)`` for consecutive row blocks of a CSR matrix.
+
+    Works for in-memory CSR matrices and for backed CSR datasets, whose blocks are read from
+    disk one at a time (memory: one block's non-zeros). ``indptr`` is relative to the block.
+    """
+    if is_disk_matrix(x):
+        _check_csr_dataset([x])
+        g = x.group
+        ip = np.asarray(g["indptr"][:], dtype=np.int64)
+        data = g["data"]
+    else:
+        ip = np.asarray(x.indptr, dtype=np.int64)
+        data = x.data
+    n = len(ip) - 1
+    for a in range(0, n, chunk_rows):
+        b = min(n, a + chunk_rows)
+        yield a, ip[a:b + 1] - ip[a], np.asarray(data[ip[a]:ip[b]])
+
+
+def read_backed(path: str | os.PathLike) -> ad.AnnData:
+    """Read an h5ad with its count layers left on disk.
+
+    ``obs``, ``var``, ``obsm`` and ``uns`` are read into memory; every sparse CSR layer stays
+    in the file (other layers are read into memory) and is read a minibatch at a time during training and embedding. (anndata's own
+    ``read_h5ad(path, backed="r")`` keeps only ``X`` on disk and loads the layers.) The file stays
+    open while the AnnData is in use; do not write to it meanwhile.
+
+    Parameters
+    ----------
+    path
+        An ``.h5ad`` file following the data contract.
+
+    Returns
+    -------
+    An AnnData whose ``layers`` are anndata backed CSR datasets.
+    """
+    import h5py
+    from anndata.io import read_elem, sparse_dataset
+
+    path = str(path)
+    if not os.path.isfile(path):
+        raise ConvNetVAEError(f"{path} does not exist")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as err:
+        raise ConvNetVAEError(f"{path} is not a readable h5ad (HDF5) file: {err}") from None
+    if "obs" not in f or "var" not in f:
+        raise ConvNetVAEError(f"{path} is not an h5ad file (no obs/var groups)")
+    layers = {}
+    for name, node in (f["layers"].items() if "layers" in f else []):
+        enc = node.attrs.get("encoding-type", "")
+        if isinstance(enc, bytes):
+            enc = enc.decode()
+        # CSR count layers stay on disk; other layers (dense, CSC) are small or not counts
+        layers[name] = sparse_dataset(node) if enc == "csr_matrix" else read_elem(node)
+    parts = {k: read_elem(f[k]) for k in ("obs", "var", "obsm", "uns") if k in f}
+    return ad.AnnData(obs=parts["obs"], var=parts["var"], obsm=parts.get("obsm"),
+                      uns=parts.get("uns"), layers=layers)
+
+
+def read_h5ad(path: str | os.PathLike, backed: bool = False) -> ad.AnnData:
+    """Read an h5ad for training: into memory, or with its count layers on disk.
+
+    Parameters
+    ----------
+    path
+        The file.
+    backed
+        ``True``: :func:`read_backed` (count layers stay on disk); ``False``: ``anndata.read_h5ad``.
+    """
+    if backed:
+        return read_backed(path)
+    if not os.path.isfile(str(path)):
+        raise ConvNetVAEError(f"{path} does not exist")
+    try:
+        return ad.read_h5ad(path)
+    except OSError as err:
+        raise ConvNetVAEError(f"{path} is not a readable h5ad (HDF5) file: {err}") from None
+
+
 def source_from_anndata(adata: ad.AnnData, modalities: Sequence[str]) -> CountSource:
-    """The fastest row source for ``adata``: in memory, or the h5ad file of a backed AnnData."""
+    """The fastest row source for ``adata``: in memory, or the file of on-disk layers."""
+    from .loader import InMemorySource
+
+    layers = [adata.layers[m] for m in modalities]
+    if not adata.is_view and all(is_disk_matrix(x) for x in layers):
+        _check_csr_dataset(layers)
+        return H5CSRSource.from_groups([x.group for x in layers], modalities)
     if adata.isbacked and not adata.is_view:
         return H5CSRSource(str(adata.filename), modalities)
     mats = []
-    for m in modalities:
-        x = adata.layers[m]
+    for x in layers:
+        if is_disk_matrix(x):
+            x = x.to_memory()
         if not sp.issparse(x):
             x = sp.csr_matrix(np.asarray(x))
         mats.append(x if sp.isspmatrix_csr(x) else x.tocsr())

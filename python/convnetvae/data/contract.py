@@ -17,6 +17,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..errors import ConvNetVAEError
+from .backed import is_disk_matrix, iter_csr_chunks
 from .genome import chrom_sort_key as natural_chrom_key
 
 REGISTRY_KEY = "convnetvae"
@@ -82,35 +83,54 @@ def check_var_coordinates(var: pd.DataFrame, what: str = "adata.var") -> list[st
     return chroms
 
 
-def check_counts(x: Any, name: str) -> sp.csr_matrix:
+def _check_values(data: np.ndarray, name: str) -> None:
+    """Raise a clear error unless ``data`` are finite non-negative integers."""
+    if not np.issubdtype(data.dtype, np.number):
+        raise ConvNetVAEError(f"layer {name!r} is not numeric (dtype {data.dtype})")
+    if not data.size:
+        return
+    if np.issubdtype(data.dtype, np.floating):
+        if not np.all(np.isfinite(data)):
+            raise ConvNetVAEError(
+                f"layer {name!r} contains NaN or infinite values; counts must be finite "
+                "non-negative integers")
+        if np.any(data != np.round(data)):
+            raise ConvNetVAEError(
+                f"layer {name!r} contains non-integer values (e.g. {data[data != np.round(data)][0]:g}): "
+                "ConvNet-VAE models raw counts, not normalised data; pass the raw count layer")
+    if data.min() < 0:
+        raise ConvNetVAEError(f"layer {name!r} contains negative values; counts must be >= 0")
+
+
+def check_counts(x: Any, name: str) -> Any:
     """Validate one modality's counts and return them as CSR (no copy when already CSR).
 
     Raises a :class:`ConvNetVAEError` naming the layer for non-numeric, negative, NaN, infinite or
-    non-integer values.
+    non-integer values. A layer on disk (see :func:`convnetvae.data.read_backed`) is checked
+    block by block and returned as it is.
     """
-    if sp.issparse(x):
-        data = x.data
-    else:
-        x = np.asarray(x)
-        data = x
-    if not np.issubdtype(np.asarray(data).dtype, np.number):
-        raise ConvNetVAEError(f"layer {name!r} is not numeric (dtype {np.asarray(data).dtype})")
-    data = np.asarray(data)
-    if data.size:
-        if np.issubdtype(data.dtype, np.floating):
-            if not np.all(np.isfinite(data)):
-                raise ConvNetVAEError(
-                    f"layer {name!r} contains NaN or infinite values; counts must be finite "
-                    "non-negative integers")
-            if np.any(data != np.round(data)):
-                raise ConvNetVAEError(
-                    f"layer {name!r} contains non-integer values (e.g. {data[data != np.round(data)][0]:g}): "
-                    "ConvNet-VAE models raw counts, not normalised data; pass the raw count layer")
-        if data.min() < 0:
-            raise ConvNetVAEError(f"layer {name!r} contains negative values; counts must be >= 0")
+    if is_disk_matrix(x):
+        disk_row_sums(x, name)
+        return x
+    data = np.asarray(x.data if sp.issparse(x) else x)
+    _check_values(data, name)
     if sp.issparse(x):
         return x.tocsr() if not sp.isspmatrix_csr(x) else x
-    return sp.csr_matrix(x)
+    return sp.csr_matrix(data)
+
+
+def disk_row_sums(x: Any, name: str) -> np.ndarray:
+    """Validate a CSR layer on disk block by block and return its row sums (float64).
+
+    Memory: one block of rows' non-zeros at a time.
+    """
+    sums = np.zeros(x.shape[0], dtype=np.float64)
+    for first, indptr, data in iter_csr_chunks(x):
+        _check_values(data, name)
+        n = len(indptr) - 1
+        rows = np.repeat(np.arange(n), np.diff(indptr))
+        sums[first:first + n] = np.bincount(rows, weights=data, minlength=n)
+    return sums
 
 
 def setup_anndata(
@@ -165,15 +185,20 @@ def setup_anndata(
     if adata.n_obs == 0:
         raise ConvNetVAEError("adata has no cells")
     chroms = check_var_coordinates(adata.var)
+    lib_cols: list[np.ndarray] = []
     for m in modalities:
         layer = adata.layers[m]
         if layer.shape != (adata.n_obs, adata.n_vars):
             raise ConvNetVAEError(
                 f"layer {m!r} has shape {layer.shape}, expected {(adata.n_obs, adata.n_vars)}: "
                 "all modalities must share the same bins")
+        if is_disk_matrix(layer):  # stays on disk: validated and summed block by block
+            lib_cols.append(disk_row_sums(layer, m))
+            continue
         csr = check_counts(layer, m)
         if csr is not layer and not adata.is_view:
             adata.layers[m] = csr
+        lib_cols.append(np.asarray(csr.sum(axis=1), dtype=np.float64).ravel())
 
     batch_categories: list[str] = []
     if batch_key is not None:
@@ -195,7 +220,7 @@ def setup_anndata(
 
     mask = get_mask(adata, modalities, mask_key)
     has_missing = bool(mask is not None and not mask.all())
-    lib = library_sizes(adata, modalities)
+    lib = np.stack(lib_cols, axis=1)
     observed_zero = (lib == 0) & (mask if mask is not None else True)
     if observed_zero.any():
         bad = {m: int(observed_zero[:, j].sum()) for j, m in enumerate(modalities)
@@ -267,12 +292,6 @@ def get_mask(adata: ad.AnnData, modalities: Sequence[str], mask_key: str | None 
             raise ConvNetVAEError(f"adata.obsm[{key!r}] must be boolean (True = observed)")
         mask = mask.astype(bool)
     return mask
-
-
-def library_sizes(adata: ad.AnnData, modalities: Sequence[str]) -> np.ndarray:
-    """Total counts per cell and modality (cells x modalities, float64)."""
-    return np.stack([np.asarray(adata.layers[m].sum(axis=1)).ravel() for m in modalities],
-                    axis=1).astype(np.float64)
 
 
 def batch_codes(adata: ad.AnnData, registry: dict) -> np.ndarray:
