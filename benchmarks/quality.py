@@ -157,8 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     if root is None:
         print("../shared/data not found: only the simulator can run", file=sys.stderr)
     out = Path(args.out)
-    summary: dict = {"date": dt.date.today().isoformat(), "command": " ".join(["benchmarks/quality.py", *sys.argv[1:]]),
-                     "cpus": os.cpu_count(), "epochs": args.epochs, "folds": args.folds, "datasets": {}}
+    command = " ".join(["benchmarks/quality.py", *(sys.argv[1:] if argv is None else argv)])
+    # one summary per output folder; datasets run separately are merged into it
+    summary: dict = {"cpus": os.cpu_count(), "datasets": {}}
+    if (out / "quality.json").exists():
+        summary["datasets"] = json.loads((out / "quality.json").read_text()).get("datasets", {})
     shuffle_on = set(args.shuffle_control.split(","))
     for name in [d for d in args.datasets.split(",") if d]:
         if name != "simulator" and root is None:
@@ -174,10 +177,13 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr, flush=True)
         res = run_benchmark(adata, cfg, log=lambda m: print(m, file=sys.stderr, flush=True))
         elapsed = time.perf_counter() - t0
-        write_outputs(res, out / name, command=summary["command"], started=dt.datetime.now().isoformat(
+        write_outputs(res, out / name, command=command, started=dt.datetime.now().isoformat(
             timespec="seconds"), elapsed_s=elapsed)
         s = summary_table(res.results)
-        summary["datasets"][name] = {"data": res.data, "elapsed_s": elapsed,
+        summary["datasets"][name] = {"date": dt.date.today().isoformat(), "command": command,
+                                     "epochs": args.epochs, "folds": args.folds,
+                                     "max_bins": args.max_bins, "data": res.data,
+                                     "elapsed_s": elapsed,
                                      "summary": json.loads(s.to_json(orient="records"))}
         write_json(out / "quality.json", summary)
     return 0

@@ -155,7 +155,8 @@ class DistributedTrainer(Trainer):
         with torch.no_grad():
             if self.val_shard_loader is not None:
                 for mb in self.val_shard_loader:
-                    out = self.module(mb.x, mb.batch, mb.mask)
+                    out = self.module(mb.x, mb.batch, mb.mask,
+                                      log_factorials=mb.log_factorials)
                     elbo = out["reconstruction"] - out["kl"]
                     sums += torch.stack([elbo.sum(), out["reconstruction"].sum(),
                                          out["kl"].sum(), elbo.new_tensor(float(len(elbo)))

@@ -173,7 +173,7 @@ class Trainer:
         n = 0
         with torch.no_grad():
             for mb in self.val_loader:
-                out = self.module(mb.x, mb.batch, mb.mask)
+                out = self.module(mb.x, mb.batch, mb.mask, log_factorials=mb.log_factorials)
                 elbo = out["reconstruction"] - out["kl"]
                 sums += torch.stack([elbo.sum(), out["reconstruction"].sum(),
                                      out["kl"].sum()]).double()
@@ -199,7 +199,8 @@ class Trainer:
         catches a non-finite step (see :meth:`_finish_epoch`).
         """
         with self._autocast():
-            out = (net or self.module)(mb.x, mb.batch, mb.mask)
+            out = (net or self.module)(mb.x, mb.batch, mb.mask,
+                                       log_factorials=mb.log_factorials)
         recon, kl = out["reconstruction"].float(), out["kl"].float()
         loss = (kl_w * kl - recon).mean()
         self.optimizer.zero_grad(set_to_none=True)

@@ -144,8 +144,12 @@ class VAE(nn.Module):
         return (lp * self._mask_float(x, mask)).sum(-1)
 
     def forward(self, x: torch.Tensor, batch: torch.Tensor, mask: torch.Tensor | None = None,
-                sample: bool = True) -> dict[str, torch.Tensor]:
+                sample: bool = True, log_factorials: torch.Tensor | None = None
+                ) -> dict[str, torch.Tensor]:
         """Per-cell terms of the ELBO.
+
+        ``log_factorials`` (B x M), ``sum_g log(x_g!)`` as the loader computes it from the sparse
+        non-zeros, saves one ``lgamma`` per dense entry; without it it is computed from ``x``.
 
         Returns
         -------
@@ -157,7 +161,9 @@ class VAE(nn.Module):
         else:
             z = mu
         lib = x.sum(-1)
-        recon = self.log_px_z(x, z, batch, mask, lib, log_factorial_sum(x))
+        if log_factorials is None:
+            log_factorials = log_factorial_sum(x)
+        recon = self.log_px_z(x, z, batch, mask, lib, log_factorials)
         kl = 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1.0).sum(-1)
         return {"reconstruction": recon, "kl": kl, "mu": mu, "logvar": logvar}
 
