@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .layout import (ConvLayout, gather_positions, segment_lengths,
+from .layout import (ConvLayout, place_positions, placement, segment_lengths,
                      upsample_conv_as_transposed_weight)
 
 
@@ -71,6 +71,8 @@ class ConvEncoder(nn.Module):
             self.post.append(_Block(c, dropout))
             in_map, out_map = lay.encoder_maps()
             self.register_buffer(f"in_map{i}", torch.as_tensor(in_map), persistent=False)
+            self.register_buffer(f"place{i}", torch.as_tensor(placement(in_map, lay.n_in)),
+                                 persistent=False)
             self.register_buffer(f"out_map{i}", torch.as_tensor(out_map), persistent=False)
             c_in = c
         self.n_flat = channels[-1] * self.layouts[-1].n_out
@@ -83,7 +85,7 @@ class ConvEncoder(nn.Module):
     def conv_features(self, h: torch.Tensor) -> torch.Tensor:
         """Run the convolution stack on log-counts h (B, M, G); returns (B, C, L)."""
         for i, (conv, post) in enumerate(zip(self.convs, self.post)):
-            h = gather_positions(h, getattr(self, f"in_map{i}"))
+            h = place_positions(h, getattr(self, f"place{i}"), len(getattr(self, f"in_map{i}")))
             h = conv(h).index_select(2, getattr(self, f"out_map{i}"))
             h = post(h)
         return h
@@ -127,6 +129,8 @@ class ConvDecoder(nn.Module):
             lay = self.layouts[n_layers - 1 - j]
             in_map, out_map = lay.decoder_maps()
             self.register_buffer(f"in_map{j}", torch.as_tensor(in_map), persistent=False)
+            self.register_buffer(f"place{j}", torch.as_tensor(placement(in_map, lay.n_out)),
+                                 persistent=False)
             self.register_buffer(f"out_map{j}", torch.as_tensor(out_map), persistent=False)
 
     def forward(self, z: torch.Tensor, batch_onehot: torch.Tensor | None) -> torch.Tensor:
@@ -135,7 +139,7 @@ class ConvDecoder(nn.Module):
         h = self.fc(inp).view(z.shape[0], self.channels[-1], self.n_reduced)
         for j, post in enumerate(self.post):
             w = upsample_conv_as_transposed_weight(self.weights[j], self.stride)
-            h = gather_positions(h, getattr(self, f"in_map{j}"))
+            h = place_positions(h, getattr(self, f"place{j}"), len(getattr(self, f"in_map{j}")))
             h = nn.functional.conv_transpose1d(h, w, stride=self.stride)
             h = h.index_select(2, getattr(self, f"out_map{j}")) + self.biases[j].view(1, -1, 1)
             h = post(h)
