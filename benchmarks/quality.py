@@ -140,6 +140,18 @@ def load_dataset(name: str, root: Path, max_bins: int | None, n_sim_cells: int) 
 ALL = ("simulator", "schep2017", "buenrostro2018", "satpathy2019", "zeller2023", "pairedtag")
 
 
+def _merge_summary(path: Path, name: str, entry: dict) -> None:
+    """Add one dataset's entry to the JSON summary under an exclusive lock (runs may overlap)."""
+    import fcntl
+
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        summary = json.loads(path.read_text()) if path.exists() else {}
+        summary.setdefault("datasets", {})[name] = entry
+        summary["cpus"] = os.cpu_count()
+        write_json(path, summary)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--datasets", default=",".join(ALL))
@@ -158,10 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         print("../shared/data not found: only the simulator can run", file=sys.stderr)
     out = Path(args.out)
     command = " ".join(["benchmarks/quality.py", *(sys.argv[1:] if argv is None else argv)])
-    # one summary per output folder; datasets run separately are merged into it
-    summary: dict = {"cpus": os.cpu_count(), "datasets": {}}
-    if (out / "quality.json").exists():
-        summary["datasets"] = json.loads((out / "quality.json").read_text()).get("datasets", {})
+    # one summary per output folder; datasets run separately (even concurrently) are merged into it
+    out.mkdir(parents=True, exist_ok=True)
     shuffle_on = set(args.shuffle_control.split(","))
     for name in [d for d in args.datasets.split(",") if d]:
         if name != "simulator" and root is None:
@@ -180,12 +190,11 @@ def main(argv: list[str] | None = None) -> int:
         write_outputs(res, out / name, command=command, started=dt.datetime.now().isoformat(
             timespec="seconds"), elapsed_s=elapsed)
         s = summary_table(res.results)
-        summary["datasets"][name] = {"date": dt.date.today().isoformat(), "command": command,
-                                     "epochs": args.epochs, "folds": args.folds,
-                                     "max_bins": args.max_bins, "data": res.data,
-                                     "elapsed_s": elapsed,
-                                     "summary": json.loads(s.to_json(orient="records"))}
-        write_json(out / "quality.json", summary)
+        entry = {"date": dt.date.today().isoformat(), "command": command, "epochs": args.epochs,
+                 "folds": args.folds, "max_bins": args.max_bins, "data": res.data,
+                 "threads": int(os.environ.get("OMP_NUM_THREADS", 0)) or os.cpu_count(),
+                 "elapsed_s": elapsed, "summary": json.loads(s.to_json(orient="records"))}
+        _merge_summary(out / "quality.json", name, entry)
     return 0
 
 

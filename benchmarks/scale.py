@@ -329,7 +329,7 @@ def profile_epoch(args: argparse.Namespace) -> dict:
         t0 = time.perf_counter()
         mb = loader.load(rows)
         t1 = time.perf_counter()
-        out = vae(mb.x, mb.batch, mb.mask)
+        out = vae(mb.x, mb.batch, mb.mask, log_factorials=mb.log_factorials)  # as the Trainer
         loss = (out["kl"] - out["reconstruction"]).mean()
         t2 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
