@@ -43,6 +43,11 @@ from .errors import ConvNetVAEError
 from .train import Trainer, TrainConfig, resolve_device
 
 
+#: why block shuffling is refused (the trainer and the command line say the same)
+NO_BLOCK_SHUFFLE = ("works with one process only: data-parallel training shards a fresh "
+                    "permutation of the cells every epoch")
+
+
 # ---------------------------------------------------------------------- sharding and seeding
 def epoch_batches(indices: np.ndarray, batch_size: int, world_size: int, seed: int,
                   epoch: int) -> list[list[np.ndarray]]:
@@ -98,8 +103,7 @@ class DistributedTrainer(Trainer):
                                   "convnetvae.distributed.init_process_group() first or launch "
                                   "with torchrun / convnetvae train --nproc N")
         if config.shuffle_block_size:
-            raise ConvNetVAEError("shuffle_block_size works with one process only: data-parallel "
-                                  "training shards a fresh permutation of the cells every epoch")
+            raise ConvNetVAEError(f"shuffle_block_size {NO_BLOCK_SHUFFLE}")
         self.rank = dist.get_rank()
         self.world_size = dist.get_world_size()
         main = self.rank == 0
@@ -343,9 +347,8 @@ def train_multiprocess(data: str | os.PathLike, modalities: Sequence[str], out: 
 
 # ---------------------------------------------------------------------- command line
 def _specs_from_cli(args: argparse.Namespace) -> dict:
-    if getattr(args, "shuffle_block_size", None):
-        raise ConvNetVAEError("--shuffle-block-size works with one process only: data-parallel "
-                              "training shards a fresh permutation of the cells every epoch")
+    if getattr(args, "shuffle_block_size", None):  # not passed on to the ranks: refuse here
+        raise ConvNetVAEError(f"--shuffle-block-size {NO_BLOCK_SHUFFLE}")
     model_kwargs = {"architecture": args.architecture, "likelihood": args.likelihood,
                     "n_latent": args.n_latent, "chrom_aware": not args.no_chrom_aware,
                     "seed": args.seed}

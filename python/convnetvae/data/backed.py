@@ -21,6 +21,17 @@ if TYPE_CHECKING:  # the loader imports torch; the data pipeline must not need i
     from .loader import CountSource
 
 
+def _encoding(node: Any) -> str:
+    """The anndata ``encoding-type`` of an h5ad group or dataset ("" when absent)."""
+    enc = node.attrs.get("encoding-type", "")
+    return enc.decode() if isinstance(enc, bytes) else str(enc)
+
+
+def _require_file(path: str) -> None:
+    if not os.path.isfile(path):
+        raise ConvNetVAEError(f"{path} does not exist")
+
+
 class H5CSRSource:
     """CSR layers read from an h5ad file on disk, a minibatch of rows at a time.
 
@@ -55,9 +66,7 @@ class H5CSRSource:
         self.indptrs = []
         shape = None
         for m, g in zip(names, groups):
-            enc = g.attrs.get("encoding-type", "")
-            if isinstance(enc, bytes):
-                enc = enc.decode()
+            enc = _encoding(g)
             if enc != "csr_matrix":
                 raise ConvNetVAEError(
                     f"layer {m!r} in {self.path} is stored as {enc or 'dense'}, not CSR; rewrite "
@@ -101,31 +110,19 @@ def is_disk_matrix(x: Any) -> bool:
     return isinstance(x, (CSRDataset, CSCDataset))
 
 
-def _check_csr_dataset(layers: Sequence[Any]) -> None:
-    from anndata.abc import CSRDataset
-
-    for x in layers:
-        if not isinstance(x, CSRDataset):
-            raise ConvNetVAEError(
-                "a count layer on disk is stored as CSC; rewrite it as CSR "
-                "(adata.layers[m] = adata.layers[m].tocsr()) to train from disk")
-
-
 def iter_csr_chunks(x: Any, chunk_rows: int = 8192) -> Iterator[tuple[int, np.ndarray,
                                                                     np.ndarray]]:
-    """Yield ``(first_row, indptr, data)`` for consecutive row blocks of a CSR matrix.
+    """Yield ``(first_row, indptr, data)`` for consecutive row blocks of a CSR layer on disk.
 
-    Works for in-memory CSR matrices and for backed CSR datasets, whose blocks are read from
-    disk one at a time (memory: one block's non-zeros). ``indptr`` is relative to the block.
+    The blocks are read one at a time (memory: one block's non-zeros); ``indptr`` is relative to
+    the block.
     """
-    if is_disk_matrix(x):
-        _check_csr_dataset([x])
-        g = x.group
-        ip = np.asarray(g["indptr"][:], dtype=np.int64)
-        data = g["data"]
-    else:
-        ip = np.asarray(x.indptr, dtype=np.int64)
-        data = x.data
+    if _encoding(x.group) != "csr_matrix":
+        raise ConvNetVAEError(
+            "a count layer on disk is stored as CSC; rewrite it as CSR "
+            "(adata.layers[m] = adata.layers[m].tocsr()) to train from disk")
+    ip = np.asarray(x.group["indptr"][:], dtype=np.int64)
+    data = x.group["data"]
     n = len(ip) - 1
     for a in range(0, n, chunk_rows):
         b = min(n, a + chunk_rows)
@@ -136,9 +133,10 @@ def read_backed(path: str | os.PathLike) -> ad.AnnData:
     """Read an h5ad with its count layers left on disk.
 
     ``obs``, ``var``, ``obsm`` and ``uns`` are read into memory; every sparse CSR layer stays
-    in the file (other layers are read into memory) and is read a minibatch at a time during training and embedding. (anndata's own
-    ``read_h5ad(path, backed="r")`` keeps only ``X`` on disk and loads the layers.) The file stays
-    open while the AnnData is in use; do not write to it meanwhile.
+    in the file and is read a minibatch at a time during training and embedding (other layers
+    are read into memory). anndata's own ``read_h5ad(path, backed="r")`` keeps only ``X`` on
+    disk and loads the layers. The file stays open while the AnnData is in use; do not write to
+    it meanwhile.
 
     Parameters
     ----------
@@ -153,8 +151,7 @@ def read_backed(path: str | os.PathLike) -> ad.AnnData:
     from anndata.io import read_elem, sparse_dataset
 
     path = str(path)
-    if not os.path.isfile(path):
-        raise ConvNetVAEError(f"{path} does not exist")
+    _require_file(path)
     try:
         f = h5py.File(path, "r")
     except OSError as err:
@@ -163,11 +160,8 @@ def read_backed(path: str | os.PathLike) -> ad.AnnData:
         raise ConvNetVAEError(f"{path} is not an h5ad file (no obs/var groups)")
     layers = {}
     for name, node in (f["layers"].items() if "layers" in f else []):
-        enc = node.attrs.get("encoding-type", "")
-        if isinstance(enc, bytes):
-            enc = enc.decode()
         # CSR count layers stay on disk; other layers (dense, CSC) are small or not counts
-        layers[name] = sparse_dataset(node) if enc == "csr_matrix" else read_elem(node)
+        layers[name] = sparse_dataset(node) if _encoding(node) == "csr_matrix" else read_elem(node)
     parts = {k: read_elem(f[k]) for k in ("obs", "var", "obsm", "uns") if k in f}
     return ad.AnnData(obs=parts["obs"], var=parts["var"], obsm=parts.get("obsm"),
                       uns=parts.get("uns"), layers=layers)
@@ -185,8 +179,7 @@ def read_h5ad(path: str | os.PathLike, backed: bool = False) -> ad.AnnData:
     """
     if backed:
         return read_backed(path)
-    if not os.path.isfile(str(path)):
-        raise ConvNetVAEError(f"{path} does not exist")
+    _require_file(str(path))
     try:
         return ad.read_h5ad(path)
     except OSError as err:
@@ -199,7 +192,6 @@ def source_from_anndata(adata: ad.AnnData, modalities: Sequence[str]) -> CountSo
 
     layers = [adata.layers[m] for m in modalities]
     if not adata.is_view and all(is_disk_matrix(x) for x in layers):
-        _check_csr_dataset(layers)
         return H5CSRSource.from_groups([x.group for x in layers], modalities)
     if adata.isbacked and not adata.is_view:
         return H5CSRSource(str(adata.filename), modalities)
