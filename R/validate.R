@@ -93,6 +93,74 @@
   invisible(TRUE)
 }
 
+#' Check one setting against its rule in R/settings.R (generated from the Python schema)
+#'
+#' @param x The value.
+#' @param r_name Its R name, e.g. "max.epochs".
+#' @param group "model", "train", "data" or "embed".
+#' @return The value as the type Python expects (whole numbers as integer).
+#' @noRd
+.check_setting <- function(x, r_name, group) {
+  s <- .settings[[group]][[r_name]]
+  if (is.null(s)) {
+    stop("internal error: no setting '", r_name, "' in group '", group, "'", call. = FALSE)
+  }
+  if (is.null(x)) {
+    if (isTRUE(s$optional)) {
+      return(NULL)
+    }
+    ok <- FALSE
+  } else {
+    ok <- length(x) == 1L && !is.na(x) && switch(s$type,
+      integer = is.numeric(x) && is.finite(x) && x == round(x),
+      double = is.numeric(x) && is.finite(x),
+      logical = is.logical(x),
+      character = is.character(x) && nzchar(x)
+    )
+  }
+  if (ok && !is.null(s$choices)) {
+    ok <- x %in% s$choices
+  }
+  if (ok && !is.na(s$min)) {
+    ok <- if (s$min_open) x > s$min else x >= s$min
+  }
+  if (ok && !is.na(s$max)) {
+    ok <- if (s$max_open) x < s$max else x <= s$max
+  }
+  if (!ok) {
+    shown <- if (is.null(x)) "NULL" else paste(format(x), collapse = ", ")
+    .stop_input("`", r_name, "` must be ", .describe_setting(s), "; got ", shown, ".")
+  }
+  switch(s$type,
+    integer = as.integer(x),
+    double = as.numeric(x),
+    x
+  )
+}
+
+#' What a value of a setting must be, as Python's Setting.describe(names = "r") says it
+#' @noRd
+.describe_setting <- function(s) {
+  if (!is.null(s$choices)) {
+    what <- paste0("one of ", paste0("'", s$choices, "'", collapse = ", "))
+  } else {
+    what <- switch(s$type,
+      integer = "a whole number",
+      double = "a number",
+      logical = "TRUE or FALSE",
+      character = "a string"
+    )
+    bounds <- c(
+      if (!is.na(s$min)) paste(if (s$min_open) ">" else ">=", format(s$min)),
+      if (!is.na(s$max)) paste(if (s$max_open) "<" else "<=", format(s$max))
+    )
+    if (length(bounds) > 0L) {
+      what <- paste(what, paste(bounds, collapse = " and "))
+    }
+  }
+  if (isTRUE(s$optional)) paste(what, "or NULL") else what
+}
+
 .check_number <- function(x, what, integer = TRUE, min = 1) {
   if (!is.numeric(x) || length(x) != 1L || is.na(x) || x < min ||
     (integer && x != round(x))) {

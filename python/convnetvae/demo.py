@@ -12,12 +12,13 @@ from pathlib import Path
 import pandas as pd
 
 from .io_utils import atomic_path, write_json
+from .model.registry import DEFAULT_ARCHITECTURE
 
 MODALITIES = ("ATAC", "H3K27ac", "H3K27me3")
 
 
 def run_demo(out: str | os.PathLike = "demo_output", n_cells: int = 3000, n_bins: int = 10_000,
-             epochs: int = 30, architecture: str = "conv-k31s31", seed: int = 0,
+             epochs: int = 30, architecture: str = DEFAULT_ARCHITECTURE, seed: int = 0,
              progress: bool = True) -> dict:
     """Simulate a tri-modal, two-batch dataset, train ConvNet-VAE, embed, cluster and plot.
 

@@ -244,7 +244,7 @@ def rank_device(device: str = "auto") -> str:
 
 
 # ---------------------------------------------------------------------- API-level training
-_TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)} - {"extra"}
+_TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
 
 def train_distributed(model: Any, **train_kwargs: Any) -> Any:
@@ -259,7 +259,8 @@ def train_distributed(model: Any, **train_kwargs: Any) -> Any:
         raise ConvNetVAEError(f"unknown training argument(s) {sorted(unknown)}; allowed: "
                               f"{sorted(_TRAIN_FIELDS)}")
     kw = dict(train_kwargs)
-    kw.setdefault("seed", model.seed)
+    if kw.get("seed") is None:
+        kw["seed"] = model.seed
     kw["device"] = rank_device(kw.get("device", "auto"))
     if kw.get("checkpoint_dir") is not None:
         kw["checkpoint_dir"] = str(kw["checkpoint_dir"])
@@ -349,13 +350,11 @@ def train_multiprocess(data: str | os.PathLike, modalities: Sequence[str], out: 
 def _specs_from_cli(args: argparse.Namespace) -> dict:
     if getattr(args, "shuffle_block_size", None):  # not passed on to the ranks: refuse here
         raise ConvNetVAEError(f"--shuffle-block-size {NO_BLOCK_SHUFFLE}")
-    model_kwargs = {"architecture": args.architecture, "likelihood": args.likelihood,
-                    "n_latent": args.n_latent, "chrom_aware": not args.no_chrom_aware,
-                    "seed": args.seed}
-    train_kwargs = {"max_epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-                    "early_stopping": not args.no_early_stopping, "device": args.device,
-                    "progress": not args.quiet, "checkpoint_dir": args.checkpoint_dir,
-                    "resume": args.resume}
+    from . import settings
+    from .settings import ModelSettings, TrainSettings
+
+    model_kwargs = settings.from_args(args, ModelSettings)
+    train_kwargs = {**settings.from_args(args, TrainSettings), "progress": not args.quiet}
     return {"data": args.data, "modalities": [m for m in args.modalities.split(",") if m],
             "out": args.out, "batch_key": args.batch_key, "model_kwargs": model_kwargs,
             "train_kwargs": train_kwargs, "backed": args.backed}

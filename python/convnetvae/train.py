@@ -13,7 +13,7 @@ import math
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,34 +25,13 @@ from .data.loader import CountSource, MinibatchLoader
 from .errors import ConvNetVAEError
 from .io_utils import atomic_path, write_json
 from .model.vae import VAE
+from .settings import TrainSettings, validate
 
 CHECKPOINT_FORMAT = 1
 
 
-@dataclass
-class TrainConfig:
-    """Training settings (all reachable from ``ConvNetVAE.train``)."""
-
-    max_epochs: int = 300
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    validation_size: float = 0.1
-    early_stopping: bool = True
-    patience: int = 20
-    min_delta: float = 0.0
-    kl_warmup_epochs: int = 0
-    grad_clip: float | None = 100.0
-    seed: int = 0
-    device: str = "auto"
-    mixed_precision: bool = False
-    progress: bool = True
-    checkpoint_dir: str | None = None
-    checkpoint_every: int = 1
-    resume: bool = False
-    n_threads: int | None = None
-    shuffle_block_size: int | None = None
-    extra: dict = field(default_factory=dict)
+#: the training settings (defined once in :mod:`convnetvae.settings`); ``seed=None`` means 0 here
+TrainConfig = TrainSettings
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -118,15 +97,10 @@ class Trainer:
                  stop_event: threading.Event | None = None,
                  train_indices: np.ndarray | None = None,
                  validation_indices: np.ndarray | None = None) -> None:
-        if config.max_epochs < 0:
-            raise ConvNetVAEError(f"max_epochs must be >= 0, got {config.max_epochs}")
-        if config.batch_size < 2:
-            raise ConvNetVAEError(f"batch_size must be >= 2 (BatchNorm), got {config.batch_size}")
-        if not config.lr > 0:
-            raise ConvNetVAEError(f"lr must be positive, got {config.lr}")
-        if config.shuffle_block_size is not None and int(config.shuffle_block_size) < 1:
-            raise ConvNetVAEError(f"shuffle_block_size must be a positive number of cells or "
-                                  f"None, got {config.shuffle_block_size}")
+        # the schema's checks (types, bounds); an unset seed means 0
+        config = TrainSettings(**validate(TrainSettings, asdict(config)))
+        if config.seed is None:
+            config = replace(config, seed=0)
         self.module = module
         self.source = source
         self.config = config

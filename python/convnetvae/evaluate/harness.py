@@ -7,7 +7,8 @@ the held-out marginal log-likelihood (neural models), parameter count and traini
 Model names
 -----------
 ``conv-k51s51``, ``conv-k11s3x2``, ... and ``fc-l1`` .. ``fc-l3``
-    :class:`~convnetvae.api.ConvNetVAE` architectures (the FC-VAE product of experts is ``fc-lN``).
+    :class:`~convnetvae.api.ConvNetVAE` architectures: any name of the architecture registry
+    (:mod:`convnetvae.model.registry`; the FC-VAE product of experts is ``fc-lN``).
 ``lsi``
     Signac-style TF-IDF + truncated SVD per modality (fitted on training cells, validation
     cells projected).
@@ -34,10 +35,10 @@ import pandas as pd
 from convnetvae.errors import ConvNetVAEError
 from convnetvae.evaluate.clustering import DEFAULT_RESOLUTIONS, clustering_sweep
 from convnetvae.evaluate.crossval import kfold_indices, shuffle_bins
+from convnetvae.evaluate.models import NON_NEURAL, SHUFFLE_SUFFIX, parse_model_name  # noqa: F401
 from convnetvae.evaluate.scib import BATCH_METRICS, BIO_METRICS, scib_metrics
+from convnetvae.settings import ModelSettings, TrainSettings, default
 
-SHUFFLE_SUFFIX = "+shuffle"
-NON_NEURAL = ("lsi", "lsi-unscaled", "mofa")
 
 
 @dataclass
@@ -91,12 +92,12 @@ class BenchmarkConfig:
     methods: list[str] = field(default_factory=lambda: ["louvain"])
     n_importance: int = 100
     scib: bool = True
-    n_latent: int = 30
-    n_hidden: int = 128
-    batch_size: int = 128
-    lr: float = 1e-3
-    likelihood: str = "poisson"
-    device: str = "auto"
+    n_latent: int = default(ModelSettings, "n_latent")
+    n_hidden: int = default(ModelSettings, "n_hidden")
+    batch_size: int = default(TrainSettings, "batch_size")
+    lr: float = default(TrainSettings, "lr")
+    likelihood: str = default(ModelSettings, "likelihood")
+    device: str = default(TrainSettings, "device")
     lsi_components: int = 30
 
 
@@ -120,23 +121,6 @@ class BenchmarkResult:
     sweep: pd.DataFrame
     config: BenchmarkConfig
     data: dict
-
-
-def parse_model_name(name: str) -> tuple[str, bool]:
-    """Split ``"conv-k11s11+shuffle"`` into (``"conv-k11s11"``, True) and validate the base name."""
-    from convnetvae.model.architectures import parse_architecture
-
-    raw = str(name).strip().lower()
-    shuffled = raw.endswith(SHUFFLE_SUFFIX)
-    base = raw[: -len(SHUFFLE_SUFFIX)] if shuffled else raw
-    if base not in NON_NEURAL:
-        try:
-            parse_architecture(base)
-        except ConvNetVAEError as err:
-            raise ConvNetVAEError(
-                f"unknown model {name!r}: use an architecture (conv-k51s51, conv-k11s3x2, fc-l1, ...), "
-                f"'lsi', 'lsi-unscaled' or 'mofa', optionally with '{SHUFFLE_SUFFIX}' ({err})") from None
-    return base, shuffled
 
 
 def validate_inputs(adata: ad.AnnData, config: BenchmarkConfig) -> list[str]:
