@@ -16,23 +16,23 @@ import json
 import os
 import threading
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 import torch
 
+from . import settings
 from .data import contract
-from .data.loader import CountSource, InMemorySource, MinibatchLoader
+from .data.loader import CountSource, MinibatchLoader
 from .errors import ConvNetVAEError
 from .io_utils import atomic_path, write_json
-from . import settings
 from .model.registry import DEFAULT_ARCHITECTURE
 from .model.vae import VAE, ModuleConfig, count_parameters, module_config_from_dict
 from .settings import ModelSettings, TrainSettings
-from .train import Trainer, TrainConfig, resolve_device
+from .train import Strategy, TrainConfig, Trainer, resolve_device
 
 MODEL_FORMAT = 1
 
@@ -205,7 +205,8 @@ class ConvNetVAE:
               grad_clip: float | None = 100.0, weight_decay: float = 0.0,
               mixed_precision: bool = False, checkpoint_dir: str | os.PathLike | None = None,
               checkpoint_every: int = 1, resume: bool = False, n_threads: int | None = None,
-              shuffle_block_size: int | None = None, min_delta: float = 0.0) -> "ConvNetVAE":
+              shuffle_block_size: int | None = None, min_delta: float = 0.0,
+              strategy: Strategy | None = None) -> ConvNetVAE:
         """Train the model (Adam, minibatches densified one at a time from sparse counts).
 
         Parameters
@@ -260,6 +261,10 @@ class ConvNetVAE:
         stop_event
             A :class:`threading.Event`; setting it stops after the current minibatch and keeps the
             best model so far. Ctrl-C (KeyboardInterrupt) does the same.
+        strategy
+            How the work is spread (:class:`~convnetvae.train.Strategy`); default one process.
+            :class:`convnetvae.distributed.DataParallel` trains as one rank of data-parallel
+            training (every rank calls ``train`` together; ``batch_size`` is per process).
 
         All settings are defined once in :mod:`convnetvae.settings` (``TrainSettings``).
         """
@@ -271,7 +276,7 @@ class ConvNetVAE:
             cfg = dataclasses.replace(cfg, seed=self.seed)
         adata, source, codes, mask = self._prepare(None)
         trainer = Trainer(self.module, source, codes, mask, cfg, callback=callback,
-                          stop_event=stop_event)
+                          stop_event=stop_event, strategy=strategy)
         from .train import TrainingDiverged
 
         try:
@@ -283,8 +288,7 @@ class ConvNetVAE:
         self._record_training(trainer, cfg, hist)
         return self
 
-    def _record_training(self, trainer: Trainer, cfg: TrainConfig, hist: list[dict],
-                         **extra: object) -> None:
+    def _record_training(self, trainer: Trainer, cfg: TrainConfig, hist: list[dict]) -> None:
         """Keep a finished run's history, settings and outcome on the model."""
         self.history_ = list(hist)
         self.is_trained = len(hist) > 0 or self.is_trained
@@ -292,7 +296,8 @@ class ConvNetVAE:
         self.train_config.update({"stopped_early": trainer.stopped_early,
                                   "interrupted": trainer.interrupted,
                                   "best_epoch": trainer.best_epoch,
-                                  "epochs_trained": len(hist), **extra})
+                                  "epochs_trained": len(hist),
+                                  **trainer.strategy.describe()})
         self.trainer_ = trainer
 
     # ------------------------------------------------------------------ outputs
@@ -417,7 +422,7 @@ class ConvNetVAE:
 
     @classmethod
     def load(cls, path: str | os.PathLike, adata: ad.AnnData | None = None,
-             device: str = "auto") -> "ConvNetVAE":
+             device: str = "auto") -> ConvNetVAE:
         """Load a model saved with :meth:`save` and attach it to ``adata``.
 
         ``adata`` must have the model's bins, modalities and batch column; it is set up with the

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from . import settings
 from .errors import ConvNetVAEError
-from .settings import EmbedSettings, ModelSettings, TrainSettings
+from .jobs import add_train_arguments, job_from_args, run_train_job
+from .settings import EmbedSettings, ModelSettings
 
 # subcommands that live in their own modules: name -> module with add_parser(sub) and run(args)
 _EXTERNAL = {"bin": "convnetvae.cli_bin", "benchmark": "convnetvae.cli_benchmark"}
@@ -42,38 +43,20 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model on an h5ad file and save it")
-    p.add_argument("--data", required=True, help="h5ad following the data contract")
-    p.add_argument("--modalities", required=True, help="comma-separated layer names")
-    p.add_argument("--batch-key", default=None)
-    model = p.add_argument_group("model settings")
-    settings.add_arguments(model, ModelSettings)
-    train = p.add_argument_group("training settings")
-    settings.add_arguments(train, TrainSettings)
-    p.add_argument("--backed", action="store_true",
-                   help="leave the count layers on disk and read a minibatch at a time "
-                        "(data larger than RAM)")
-    p.add_argument("--nproc", type=int, default=1,
-                   help="data-parallel processes on this machine (torch.distributed)")
-    p.add_argument("--out", required=True, help="folder for the saved model")
-    p.add_argument("--quiet", action="store_true")
+    add_train_arguments(p)
     p.set_defaults(func=_run_train)
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    job = job_from_args(args)
     if args.nproc > 1:
-        from .distributed import launch_cli
+        from .distributed import launch
 
-        return launch_cli(args)
-    from .api import ConvNetVAE
-    from .data.backed import read_h5ad
-
-    adata = read_h5ad(args.data, backed=args.backed)
-    mods = [m for m in args.modalities.split(",") if m]
-    ConvNetVAE.setup_anndata(adata, modalities=mods, batch_key=args.batch_key)
-    model = ConvNetVAE(adata, **settings.from_args(args, ModelSettings))
-    model.train(progress=not args.quiet, **settings.from_args(args, TrainSettings))
-    model.save(args.out, overwrite=True)
-    print(f"saved {model!r} to {args.out}")
+        launch(job, args.nproc)
+        print(f"saved model trained by {args.nproc} processes to {job.out}")
+        return 0
+    model = run_train_job(job)
+    print(f"saved {model!r} to {job.out}")
     return 0
 
 
@@ -117,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     _add_train(sub)
     _add_embed(sub)
-    for name, modname in _EXTERNAL.items():
+    for modname in _EXTERNAL.values():
         try:
             mod = importlib.import_module(modname)
         except ModuleNotFoundError as err:

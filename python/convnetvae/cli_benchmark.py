@@ -17,13 +17,13 @@ import datetime as _dt
 import shlex
 import sys
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
-from convnetvae import settings
-from convnetvae.errors import ConvNetVAEError
-from convnetvae.evaluate.models import DEFAULT_MODELS, NON_NEURAL, SHUFFLE_SUFFIX
-from convnetvae.model.registry import preset_names, syntax_help
-from convnetvae.settings import ModelSettings, TrainSettings
+from . import settings
+from .errors import ConvNetVAEError
+from .evaluate.models import DEFAULT_MODELS, NON_NEURAL, SHUFFLE_SUFFIX
+from .model.registry import preset_names, syntax_help
+from .settings import ModelSettings, TrainSettings
 
 
 def _csv_list(text: str) -> list[str]:
@@ -79,9 +79,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace):
     """Build a :class:`~convnetvae.evaluate.harness.BenchmarkConfig` from parsed arguments."""
-    from convnetvae.evaluate.clustering import DEFAULT_RESOLUTIONS
-    from convnetvae.evaluate.harness import BenchmarkConfig
-    from convnetvae.evaluate.models import bin_order_matters, parse_model_name
+    from .evaluate.clustering import DEFAULT_RESOLUTIONS
+    from .evaluate.harness import BenchmarkConfig
+    from .evaluate.models import bin_order_matters, parse_model_name
 
     models = list(dict.fromkeys(args.models))
     if args.shuffle_control:
@@ -100,8 +100,8 @@ def config_from_args(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark described by ``args``; returns the exit status (0 on success)."""
-    from convnetvae.evaluate.harness import load_inputs, run_benchmark
-    from convnetvae.evaluate.report import write_outputs
+    from .evaluate.harness import load_inputs, run_benchmark
+    from .evaluate.report import write_outputs
 
     cfg = config_from_args(args)
     adata = load_inputs(args.data)

@@ -106,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             n_bins = int(n_bins_arg)
         except ValueError:
-            raise ConvNetVAEError(f"--n-bins must be an integer or 'all', got {args.n_bins!r}")
+            raise ConvNetVAEError(
+                f"--n-bins must be an integer or 'all', got {args.n_bins!r}") from None
     out = Path(args.out)
     if out.suffix != ".h5ad":
         raise ConvNetVAEError(f"--out must end in .h5ad, got {str(out)!r}")

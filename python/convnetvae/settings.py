@@ -27,11 +27,12 @@ import argparse
 import functools
 import math
 import typing
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 from .errors import ConvNetVAEError
-from .model.registry import LIKELIHOODS, DEFAULT_ARCHITECTURE, check_architecture, preset_names
+from .model.registry import DEFAULT_ARCHITECTURE, LIKELIHOODS, check_architecture, preset_names
 
 Names = Literal["python", "r", "cli"]
 
@@ -278,7 +279,7 @@ class Setting:
         return ConvNetVAEError(f"`{self.shown(names)}` must be {self.describe(names)}; got {value!r}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _resolved(cls: type) -> tuple[Setting, ...]:
     group = next(g for g, c in GROUPS.items() if c is cls)
     hints = typing.get_type_hints(cls)

@@ -9,7 +9,8 @@ Contract: ``layers[modality]`` are sparse integer counts (cells x bins, all over
 from __future__ import annotations
 
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import anndata as ad
 import numpy as np

@@ -24,7 +24,7 @@ import subprocess
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,7 +34,7 @@ from ..errors import ConvNetVAEError
 from .bins import blacklist_bins
 from .genome import BedLike, ChromSizesLike, check_bin_size, make_bins, read_chrom_sizes
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 FRAGMENTS_KEY = "convnetvae_fragments"
 _N_EXTRA = 8  # sentinel columns catching lines with too many fields when skipping malformed lines
 
@@ -612,7 +612,7 @@ def read_fragments(
     observed: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}  # m -> [(cell ids, rows)]
     for m in modalities:
         observed[m] = []
-        for counts, ids, nfrag in per_mod[m]:
+        for _counts, ids, nfrag in per_mod[m]:
             rows = np.flatnonzero(nfrag >= mins[m])
             observed[m].append((np.asarray(ids, dtype=object)[rows], rows))
         allm = pd.Index(np.concatenate([c for c, _ in observed[m]]))
@@ -681,7 +681,7 @@ def read_fragments(
     if multi:
         sample_idx = np.repeat(np.arange(n_samples), [len(c) for c in per_sample])
         obs[batch_key] = pd.Categorical.from_codes(sample_idx, categories=samples)
-    for mi, m in enumerate(modalities):
+    for m in modalities:
         obs[f"n_counts_{m}"] = np.asarray(layers[m].sum(axis=1)).ravel().astype(np.int64)
         obs[f"n_fragments_{m}"] = nfr[m]
     adata = ad.AnnData(obs=obs, var=var, layers=layers)

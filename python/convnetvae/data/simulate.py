@@ -25,7 +25,7 @@ the library size: without correction cells separate by batch as well as by type.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import anndata as ad
 import numpy as np

@@ -25,20 +25,19 @@ Model names
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 
-from convnetvae.errors import ConvNetVAEError
-from convnetvae.evaluate.clustering import DEFAULT_RESOLUTIONS, clustering_sweep
-from convnetvae.evaluate.crossval import kfold_indices, shuffle_bins
-from convnetvae.evaluate.models import NON_NEURAL, SHUFFLE_SUFFIX, parse_model_name  # noqa: F401
-from convnetvae.evaluate.scib import BATCH_METRICS, BIO_METRICS, scib_metrics
-from convnetvae.settings import ModelSettings, TrainSettings, default
-
+from ..errors import ConvNetVAEError
+from ..settings import ModelSettings, TrainSettings, default
+from .clustering import DEFAULT_RESOLUTIONS, clustering_sweep
+from .crossval import kfold_indices, shuffle_bins
+from .models import NON_NEURAL, SHUFFLE_SUFFIX, parse_model_name  # noqa: F401
+from .scib import BATCH_METRICS, BIO_METRICS, scib_metrics
 
 
 @dataclass
@@ -154,7 +153,7 @@ def validate_inputs(adata: ad.AnnData, config: BenchmarkConfig) -> list[str]:
     for name in config.models:
         base, _ = parse_model_name(name)
         if base == "mofa":
-            from convnetvae.evaluate.baselines import mofa_available
+            from .baselines import mofa_available
 
             if not mofa_available():
                 raise ConvNetVAEError("model 'mofa' needs the optional package mofapy2 (pip install mofapy2)")
@@ -170,8 +169,8 @@ def validate_inputs(adata: ad.AnnData, config: BenchmarkConfig) -> list[str]:
 
 def _embed_neural(arch: str, tr: ad.AnnData, va: ad.AnnData | None, mods: list[str], cfg: BenchmarkConfig
                   ) -> dict:
-    from convnetvae.api import ConvNetVAE
-    from convnetvae.evaluate.likelihood import marginal_log_likelihood
+    from ..api import ConvNetVAE
+    from .likelihood import marginal_log_likelihood
 
     ConvNetVAE.setup_anndata(tr, modalities=mods, batch_key=cfg.batch_key)
     model = ConvNetVAE(tr, architecture=arch, likelihood=cfg.likelihood, n_latent=cfg.n_latent,
@@ -193,7 +192,7 @@ def _embed_neural(arch: str, tr: ad.AnnData, va: ad.AnnData | None, mods: list[s
 
 def _embed_lsi(tr: ad.AnnData, va: ad.AnnData | None, mods: list[str], cfg: BenchmarkConfig,
                scale: bool = True) -> dict:
-    from convnetvae.evaluate.baselines import LSIModel
+    from .baselines import LSIModel
 
     t0 = time.perf_counter()
     lsi = LSIModel(mods, n_components=cfg.lsi_components, seed=cfg.seed, scale=scale).fit(tr)
@@ -205,7 +204,7 @@ def _embed_lsi(tr: ad.AnnData, va: ad.AnnData | None, mods: list[str], cfg: Benc
 
 
 def _embed_mofa(tr: ad.AnnData, va: ad.AnnData | None, mods: list[str], cfg: BenchmarkConfig) -> dict:
-    from convnetvae.evaluate.baselines import mofa_embedding
+    from .baselines import mofa_embedding
 
     both = tr if va is None else ad.concat([tr, va], merge="same")
     t0 = time.perf_counter()

@@ -10,16 +10,16 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from convnetvae.evaluate.harness import BenchmarkResult, config_dict, summary_table
-from convnetvae.evaluate.models import SHUFFLE_SUFFIX, bin_order_matters
-from convnetvae.evaluate.scib import BATCH_METRICS, BIO_METRICS
-from convnetvae.io_utils import atomic_path, atomic_write, write_json
+from ..io_utils import atomic_path, atomic_write, write_json
+from .harness import BenchmarkResult, config_dict, summary_table
+from .models import SHUFFLE_SUFFIX, bin_order_matters
+from .scib import BATCH_METRICS, BIO_METRICS
 
 FIGURES = ("ari_vs_resolution.png", "parameters.png", "training_time.png", "neg_marginal_ll.png", "scib.png")
 

@@ -4,8 +4,15 @@ The architecture registry (:mod:`.registry`) does not import torch; the modules 
 imported on first use, so listing or checking architectures stays light.
 """
 
-from .registry import (DEFAULT_ARCHITECTURE, PAPER_ARCHITECTURES, Architecture, Family,
-                       parse_architecture, preset_names, register)
+from .registry import (
+    DEFAULT_ARCHITECTURE,
+    PAPER_ARCHITECTURES,
+    Architecture,
+    Family,
+    parse_architecture,
+    preset_names,
+    register,
+)
 
 __all__ = ["VAE", "ModuleConfig", "Architecture", "Family", "DEFAULT_ARCHITECTURE",
            "PAPER_ARCHITECTURES", "count_parameters", "parse_architecture", "preset_names",

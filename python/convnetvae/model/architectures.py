@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["PAPER_ARCHITECTURES", "Architecture", "build_conv", "build_fc", "parse_architecture"]
 
 
-def build_conv(arch: Architecture, config: "ModuleConfig", n_extra: int
+def build_conv(arch: Architecture, config: ModuleConfig, n_extra: int
                ) -> tuple[nn.Module, nn.Module]:
     """ConvNet-VAE encoder and decoder (Group 1 and Group 2)."""
     g = int(sum(config.chrom_lengths))
@@ -45,7 +45,7 @@ def build_conv(arch: Architecture, config: "ModuleConfig", n_extra: int
     return encoder, decoder
 
 
-def build_fc(arch: Architecture, config: "ModuleConfig", n_extra: int
+def build_fc(arch: Architecture, config: ModuleConfig, n_extra: int
              ) -> tuple[nn.Module, nn.Module]:
     """FC-VAE product-of-experts encoder and decoder (the mask selects the experts)."""
     g = int(sum(config.chrom_lengths))

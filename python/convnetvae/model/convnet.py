@@ -12,13 +12,12 @@ convolution, see :mod:`.layout`), BN/ReLU/Dropout between layers -> logits over 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from .layout import (ConvLayout, place_positions, placement, segment_lengths,
-                     upsample_conv_as_transposed_weight)
+from .layout import ConvLayout, place_positions, placement, segment_lengths, upsample_conv_as_transposed_weight
 
 
 class _Block(nn.Sequential):

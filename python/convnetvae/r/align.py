@@ -9,7 +9,8 @@ share bins, keeps the caller's cell order and cell table, and selects the top bi
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import anndata as ad
 import numpy as np

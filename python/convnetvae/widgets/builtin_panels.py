@@ -2,7 +2,10 @@
 
 Each is an ordinary annotated function turned into a form with :func:`panel`, exactly as a
 user's own panel is; the train panel adds a stop button, a progress bar and a live loss curve.
-The functions reach the workbench through a closure, so they stay plain functions.
+The functions reach the workbench through a closure, so they stay plain functions; they read its
+``adata``, ``model`` and ``labels_key`` and change it only through its public methods
+(``use_data``, ``use_model``, ``record_scib``, ``embed_and_cluster``, ``refresh``). This module
+does not import the workbench.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import html
 import inspect
 import threading
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 import ipywidgets as w
 import numpy as np
@@ -18,19 +21,12 @@ import pandas as pd
 
 from .. import settings
 from ..errors import ConvNetVAEError
+from ..evaluate.embedding import CLUSTER_KEY, LATENT_KEY, NEIGHBORS_KEY  # noqa: F401
 from ..settings import ModelSettings, TrainSettings
 from .annotations import Layer, ObsColumn
 from .panel import Panel, panel
 from .plots import loss_figure
 from .render import error_widget, figure_to_png, html_box
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .workbench import Workbench
-
-#: where the workbench writes its results
-LATENT_KEY = "X_convnetvae"
-CLUSTER_KEY = "convnetvae_clusters"
-NEIGHBORS_KEY = "convnetvae_neighbors"
 
 #: the Train panel's own options (not model or training settings): name, default, doc
 _TRAIN_PANEL_OPTIONS = (
@@ -95,7 +91,7 @@ def _summary_html(adata: Any, reg: dict) -> str:
     return "<br>".join(parts)
 
 
-def data_panel(wb: "Workbench") -> Panel:
+def data_panel(wb: Any) -> Panel:
     """The data panel: modalities, batch and label columns, and a summary of the data."""
     adata = wb.adata
     reg = adata.uns.get("convnetvae") if isinstance(adata.uns.get("convnetvae"), dict) else {}
@@ -129,8 +125,7 @@ def data_panel(wb: "Workbench") -> Panel:
 
         ConvNetVAE.setup_anndata(adata, modalities=list(modalities), batch_key=batch_key,
                                  labels_key=labels_key)
-        wb.labels_key = labels_key
-        wb.tracks.modalities.value = tuple(modalities)
+        wb.use_data(list(modalities), labels_key)
         return w.HTML(_summary_html(adata, adata.uns["convnetvae"]))
 
     return panel(data, adata, title="Data", button_text="Apply")
@@ -141,7 +136,7 @@ class TrainPanel:
     a progress bar and a live loss curve. Training runs in a background thread, so the
     notebook stays responsive; stopping keeps the model (best weights) and history so far."""
 
-    def __init__(self, wb: "Workbench") -> None:
+    def __init__(self, wb: Any) -> None:
         self.wb = wb
         self.thread: threading.Thread | None = None
         self.stop_event = threading.Event()
@@ -193,7 +188,7 @@ class TrainPanel:
         train_kw = {k: v for k, v in cfg.items() if k in _names(TrainSettings)}
         if model is None or not cfg["continue_training"]:
             model = ConvNetVAE(wb.adata, **model_kw)
-            wb.model = model
+            wb.use_model(model)
         self.stop_event = threading.Event()
         self.done.clear()
         self.error = None
@@ -280,7 +275,7 @@ class TrainPanel:
             self.done.set()
 
 
-def embed_panel(wb: "Workbench") -> Panel:
+def embed_panel(wb: Any) -> Panel:
     """Embed (latent means), lay out (UMAP or PCA) and cluster (Louvain / Leiden)."""
 
     def embed_and_cluster(resolution: Annotated[float, {"min": 0.1, "max": 3.0,
@@ -314,7 +309,7 @@ def embed_panel(wb: "Workbench") -> Panel:
     return p
 
 
-def evaluate_panel(wb: "Workbench") -> Panel:
+def evaluate_panel(wb: Any) -> Panel:
     """scIB integration metrics of the embedding (batch removal and biology conservation)."""
 
     def evaluate(labels_key: Annotated[str, ObsColumn(kind="categorical")] = wb.labels_key or "",
@@ -347,7 +342,7 @@ def evaluate_panel(wb: "Workbench") -> Panel:
             reasons.setdefault("overall", "batch or biology score undefined")
         table = pd.DataFrame({"metric": list(d), "value": list(d.values()),
                               "note": [reasons.get(k, "") for k in d]})
-        wb.scib = table
+        wb.record_scib(table)
         return table
 
     p = panel(evaluate, wb.adata, title="Evaluate", button_text="Evaluate")
