@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import threading
 import warnings
@@ -24,17 +23,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import settings
+from . import model_format, settings
 from .data import contract
 from .data.loader import CountSource, MinibatchLoader
 from .errors import ConvNetVAEError
-from .io_utils import atomic_path, write_json
 from .model.registry import DEFAULT_ARCHITECTURE
-from .model.vae import VAE, ModuleConfig, count_parameters, module_config_from_dict
+from .model.vae import VAE, ModuleConfig, count_parameters
 from .settings import ModelSettings, TrainSettings
 from .train import Strategy, TrainConfig, Trainer, resolve_device
-
-MODEL_FORMAT = 1
 
 
 def _arguments(values: dict) -> dict:
@@ -392,22 +388,11 @@ class ConvNetVAE:
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
         """Save to a directory: ``config.json`` (versioned) and ``model.safetensors``.
 
-        Neither file can execute code when loaded.
+        Neither file can execute code when loaded (the format: :mod:`convnetvae.model_format`).
         """
-        from safetensors.torch import save_file
-
-        d = Path(path)
-        if d.exists() and any(d.iterdir()) and not overwrite:
-            raise ConvNetVAEError(f"{d} exists and is not empty; pass overwrite=True")
-        d.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
-        with atomic_path(d / "model.safetensors") as tmp:
-            save_file(state, str(tmp), metadata={"format": str(MODEL_FORMAT)})
         config = {
-            "format": MODEL_FORMAT,
-            "package": "convnetvae",
             "module": self.module.config.to_dict(),
-            "registry": {k: v for k, v in self.registry.items()},
+            "registry": dict(self.registry.items()),
             "bins": {"chrom": self.bins["chrom"].astype(str).tolist(),
                      "start": np.asarray(self.bins["start"], dtype=np.int64).tolist(),
                      "end": np.asarray(self.bins["end"], dtype=np.int64).tolist(),
@@ -417,8 +402,7 @@ class ConvNetVAE:
             "train_config": self.train_config,
             "history": self.history_,
         }
-        write_json(d / "config.json", config)
-        return d
+        return model_format.write(path, config, self.module.state_dict(), overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | os.PathLike, adata: ad.AnnData | None = None,
@@ -428,49 +412,20 @@ class ConvNetVAE:
         ``adata`` must have the model's bins, modalities and batch column; it is set up with the
         model's registry. Without ``adata`` the model can only be inspected.
         """
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        d = Path(path)
-        cfg_path, w_path = d / "config.json", d / "model.safetensors"
-        if not d.is_dir() or not cfg_path.exists() or not w_path.exists():
-            raise ConvNetVAEError(f"{d} is not a saved ConvNetVAE model (expected a directory "
-                                  "with config.json and model.safetensors)")
-        try:
-            config = json.loads(cfg_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ConvNetVAEError(f"{cfg_path} is corrupted (not valid JSON): {err}") from None
-        if not isinstance(config, dict) or config.get("package") != "convnetvae":
-            raise ConvNetVAEError(f"{cfg_path} is not a convnetvae model config")
-        fmt = config.get("format")
-        if not isinstance(fmt, int) or fmt > MODEL_FORMAT:
-            raise ConvNetVAEError(
-                f"{d} was saved by a newer convnetvae (model format {fmt}, this version reads up "
-                f"to {MODEL_FORMAT}); upgrade convnetvae")
-        contract.check_saved_config(config, str(cfg_path))
-        try:
-            mcfg = module_config_from_dict(config["module"])
-            registry = dict(config["registry"])
-            bins = pd.DataFrame({"chrom": config["bins"]["chrom"],
-                                 "start": config["bins"]["start"], "end": config["bins"]["end"]},
-                                index=config["bins"].get("names"))
-        except ConvNetVAEError:
-            raise
-        except (KeyError, TypeError, ValueError, AttributeError) as err:
-            what = f"missing {err}" if isinstance(err, KeyError) else f"{type(err).__name__}: {err}"
-            raise ConvNetVAEError(f"{cfg_path} is incomplete or invalid ({what})") from None
-        try:
-            state = load_file(str(w_path))
-        except (SafetensorError, OSError) as err:
-            raise ConvNetVAEError(f"{w_path} is corrupted or truncated: {err}") from None
+        saved = model_format.read(path)
+        mcfg = saved.module_config()
+        registry, bins = saved.registry, saved.bins()
+        state = saved.load_state()
         try:
             module = VAE(mcfg)
         except (TypeError, ValueError, RuntimeError) as err:  # ConvNetVAEError is a ValueError
-            raise ConvNetVAEError(f"{cfg_path} has invalid model settings: {err}") from None
+            raise ConvNetVAEError(f"{saved.config_path} has invalid model settings: {err}") from None
         try:
             module.load_state_dict(state)
         except RuntimeError as err:
-            raise ConvNetVAEError(f"{w_path} does not match its config: {err}") from None
+            raise ConvNetVAEError(f"{saved.path / model_format.WEIGHTS_FILE} does not match its "
+                                  f"config: {err}") from None
+        config = saved.config
         self = cls.__new__(cls)
         self.module = module.to(resolve_device(device)).eval()
         self.registry = registry

@@ -29,13 +29,13 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .. import settings
+from .. import model_format, settings
 from ..errors import ConvNetVAEError
-from ..io_utils import write_json
 from ..settings import DataSettings, EmbedSettings, ModelSettings, TrainSettings
 from .align import build_anndata
 
-BRIDGE_FILE = "r_bridge.json"
+#: the R bridge's notes beside a saved model (r_bridge.json): how RunConvNetVAE was called
+BRIDGE_SIDECAR = "r_bridge"
 BATCH_COLUMN = "batch"
 
 
@@ -280,12 +280,12 @@ def _version() -> str:
 
 
 def _save(model: Any, d: Path, full_config: dict) -> None:
-    if d.exists() and any(d.iterdir()) and not (d / "config.json").exists():
+    if d.exists() and any(d.iterdir()) and not model_format.is_model_dir(d):
         raise ConvNetVAEError(
             f"model.dir {str(d)!r} exists, is not empty and holds no ConvNetVAE model; give a new "
             "or empty directory")
     model.save(d, overwrite=True)
-    write_json(d / BRIDGE_FILE, full_config)
+    model_format.write_sidecar(d, BRIDGE_SIDECAR, full_config)
 
 
 def model_info(model_dir: str | os.PathLike) -> dict:
@@ -294,29 +294,23 @@ def model_info(model_dir: str | os.PathLike) -> dict:
     Returns
     -------
     dict
-        ``modalities``, ``bin_size``, ``n_bins``, ``n_latent``, ``batch_key``,
-        ``batch_categories``, ``group_by_vars``, ``architecture``.
+        ``modalities``, ``bin_size``, ``n_bins``, ``n_latent``, ``architecture``, ``batch_key``,
+        ``batch_categories``, ``group_by_vars``.
     """
     d = Path(model_dir)
-    cfg_path = d / "config.json"
-    if not cfg_path.exists():
+    if not model_format.is_model_dir(d):
         raise ConvNetVAEError(
-            f"{str(d)!r} is not a saved ConvNetVAE model (no config.json); save one with "
-            "RunConvNetVAE(..., model.dir = ) or ConvNetVAE.save()")
-    try:
-        cfg = json.loads(cfg_path.read_text())
-        bridge = json.loads((d / BRIDGE_FILE).read_text()) if (d / BRIDGE_FILE).exists() else {}
-        reg = cfg["registry"]
-        bins = cfg["bins"]
-        module = cfg["module"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise ConvNetVAEError(f"{str(cfg_path)!r} is corrupted or incomplete: {err}") from None
-    widths = np.asarray(bins["end"], dtype=np.int64) - np.asarray(bins["start"], dtype=np.int64)
+            f"{str(d)!r} is not a saved ConvNetVAE model (no {model_format.CONFIG_FILE}); save one "
+            "with RunConvNetVAE(..., model.dir = ) or ConvNetVAE.save()")
+    saved = model_format.read(d)
+    bridge = saved.sidecar(BRIDGE_SIDECAR)
+    reg, bins, module = saved.registry, saved.bins(), saved.config["module"]
+    widths = (bins["end"] - bins["start"]).to_numpy()
     bin_size = int(bridge.get("bin_size") or (int(np.max(widths)) if len(widths) else 10_000))
     return _plain({
         "modalities": list(reg["modalities"]),
         "bin_size": bin_size,
-        "n_bins": len(bins["chrom"]),
+        "n_bins": len(bins),
         "n_latent": module.get("n_latent"),
         "architecture": module.get("architecture"),
         "batch_key": reg.get("batch_key"),
@@ -350,7 +344,7 @@ def project_from_r(matrices: Mapping[str, Any], feature_names: Mapping[str, Sequ
             f"(in that order) but {modalities} were given")
     embed = settings.make(EmbedSettings, names="r", **dict(cfg.get("extra") or {}))
     full = inputs_to_anndata(matrices, feature_names, cell_names, obs, bin_size=info["bin_size"])
-    saved = json.loads((Path(model_dir) / "config.json").read_text())["bins"]
+    saved = model_format.read(model_dir).config["bins"]
     adata = _reindex_bins(full, saved, modalities, model_dir)
     model_batch_key = info["batch_key"]
     if model_batch_key is not None:
