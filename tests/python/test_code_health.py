@@ -128,7 +128,6 @@ def _code_lines(node: ast.AST) -> int:
     return node.end_lineno - first.lineno + 1
 
 
-@pytest.mark.xfail(strict=True, reason="the data readers and fields._field are split next")
 def test_no_function_is_longer_than_80_lines():
     long = []
     for path in sorted(PKG.rglob("*.py")):
