@@ -26,10 +26,13 @@ from __future__ import annotations
 import argparse
 import functools
 import math
+import numbers
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Literal
+
+import numpy as np
 
 from .errors import ConvNetVAEError
 from .model.registry import DEFAULT_ARCHITECTURE, LIKELIHOODS, check_architecture, preset_names
@@ -256,22 +259,17 @@ class Setting:
         return v
 
     def _coerce(self, value: Any) -> Any:
-        tp = self.type
-        if tp is bool:
-            return bool(value) if type(value).__name__ in ("bool", "bool_") else MISSING
-        if isinstance(value, bool) or type(value).__name__ == "bool_":
-            return MISSING
-        if tp is str:
+        """The value as the setting's type, or ``MISSING`` when it is not one (no strings for
+        numbers, no numbers for booleans; whole floats are ints, as R sends them)."""
+        is_bool = isinstance(value, (bool, np.bool_))
+        if self.type is bool:
+            return bool(value) if is_bool else MISSING
+        if self.type is str:
             return value if isinstance(value, str) else MISSING
-        try:
-            num = float(value)
-        except (TypeError, ValueError):
+        if is_bool or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
             return MISSING
-        if not isinstance(value, (int, float)) and not hasattr(value, "dtype"):
-            return MISSING  # no strings: "30" is not a number here
-        if not math.isfinite(num):
-            return MISSING
-        if tp is int:
+        num = float(value)
+        if self.type is int:
             return int(num) if num == int(num) else MISSING
         return num
 

@@ -47,6 +47,12 @@ def test_every_setting_has_a_one_line_doc_and_a_valid_default():
 def test_check_coerces_and_names_the_setting_in_each_face():
     n_latent = settings.get(ModelSettings, "n_latent")
     assert n_latent.check(30.0, "r") == 30 and isinstance(n_latent.check(30.0, "r"), int)
+    import numpy as np
+
+    assert n_latent.check(np.int64(7)) == 7  # numpy scalars are numbers too
+    assert settings.get(TrainSettings, "early_stopping").check(np.bool_(False)) is False
+    with pytest.raises(ConvNetVAEError):
+        n_latent.check(True)  # a boolean is not a number
     with pytest.raises(ConvNetVAEError, match=r"`n.latent` must be a whole number >= 1"):
         n_latent.check(0, "r")
     with pytest.raises(ConvNetVAEError, match=r"`--n-latent` must be"):
