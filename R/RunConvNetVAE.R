@@ -64,15 +64,18 @@ RunConvNetVAE <- function(object, ...) {
 #' @param blacklist \code{NULL}, a BED file, a \code{GRanges} or a data.frame with
 #'   \code{chrom}, \code{start}, \code{end} (0-based): bins overlapping these
 #'   regions are dropped.
-#' @param architecture Model architecture, e.g. conv-k31s31, conv-k11s3x2 (two conv
-#'   layers of kernel 11, stride 3) or fc-l1 (the FC-VAE baseline).
+#' @param architecture Model architecture: auto (one conv layer sized to the number of
+#'   bins), e.g. conv-k31s31, conv-k11s3x2 (two conv layers of kernel 11, stride 3) or
+#'   fc-l1 (the FC-VAE baseline).
 #' @param likelihood Count likelihood: poisson (the paper) or nb (negative binomial, one
 #'   dispersion per bin and modality).
 #' @param n.latent Dimension of the embedding (latent space).
-#' @param max.epochs Maximum number of passes over the training cells (the paper: 300 or
-#'   200).
+#' @param max.epochs Passes over the training cells; None chooses the length from the
+#'   data (a one-cycle learning-rate schedule); the paper: 300 or 200. In R, \code{NULL}
+#'   chooses the length from the data.
 #' @param batch.size Cells per minibatch.
-#' @param learning.rate Adam learning rate.
+#' @param learning.rate Adam learning rate: the peak of the one-cycle schedule or the
+#'   constant rate (None: 1e-2 one-cycle, 1e-3 constant as the paper).
 #' @param device Device: auto (CUDA when present, else CPU), cpu, cuda, cuda:1 ...
 #' @param seed Random seed of the weights, the validation split, the shuffling and the
 #'   sampling.
@@ -85,9 +88,9 @@ RunConvNetVAE <- function(object, ...) {
 #' @export
 RunConvNetVAE.Seurat <- function(object, assays, group.by.vars = NULL, bin.size = 10000,
                                  n.bins = 25000, blacklist = NULL,
-                                 architecture = "conv-k31s31", likelihood = "poisson",
-                                 n.latent = 30, max.epochs = 300, batch.size = 128,
-                                 learning.rate = 1e-3, device = "auto", seed = 0,
+                                 architecture = "auto", likelihood = "poisson",
+                                 n.latent = 30, max.epochs = NULL, batch.size = 128,
+                                 learning.rate = NULL, device = "auto", seed = 0,
                                  model.dir = NULL, reduction.name = "convnetvae",
                                  reduction.key = "convnetvae_", verbose = TRUE, ...) {
   prep <- .seurat_inputs(object, assays, group.by.vars, bin.size)
@@ -176,10 +179,10 @@ RunConvNetVAE.Seurat <- function(object, assays, group.by.vars = NULL, bin.size 
 RunConvNetVAE.SingleCellExperiment <- function(object, assays = NULL, group.by.vars = NULL,
                                                assay.type = "counts", bin.size = 10000,
                                                n.bins = 25000, blacklist = NULL,
-                                               architecture = "conv-k31s31",
+                                               architecture = "auto",
                                                likelihood = "poisson", n.latent = 30,
-                                               max.epochs = 300, batch.size = 128,
-                                               learning.rate = 1e-3, device = "auto",
+                                               max.epochs = NULL, batch.size = 128,
+                                               learning.rate = NULL, device = "auto",
                                                seed = 0, model.dir = NULL,
                                                reduction.name = "CONVNETVAE", verbose = TRUE,
                                                ...) {
@@ -277,9 +280,9 @@ RunConvNetVAE.SingleCellExperiment <- function(object, assays = NULL, group.by.v
 #' @export
 RunConvNetVAE.default <- function(object, group.by.vars = NULL, meta.data = NULL,
                                   bin.size = 10000, n.bins = 25000, blacklist = NULL,
-                                  architecture = "conv-k31s31", likelihood = "poisson",
-                                  n.latent = 30, max.epochs = 300, batch.size = 128,
-                                  learning.rate = 1e-3, device = "auto", seed = 0,
+                                  architecture = "auto", likelihood = "poisson",
+                                  n.latent = 30, max.epochs = NULL, batch.size = 128,
+                                  learning.rate = NULL, device = "auto", seed = 0,
                                   model.dir = NULL, verbose = TRUE, ...) {
   prep <- .default_inputs(object, group.by.vars, meta.data, bin.size)
   config <- .run_config(

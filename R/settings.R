@@ -8,10 +8,10 @@
 .settings <- list(
   model = list(
     `architecture` = list(
-      name = "architecture", type = "character", optional = FALSE, default = "conv-k31s31",
+      name = "architecture", type = "character", optional = FALSE, default = "auto",
       min = NA, max = NA, min_open = FALSE, max_open = FALSE,
       choices = NULL, formal = TRUE,
-      doc = "Model architecture, e.g. conv-k31s31, conv-k11s3x2 (two conv layers of kernel 11, stride 3) or fc-l1 (the FC-VAE baseline)."
+      doc = "Model architecture: auto (one conv layer sized to the number of bins), e.g. conv-k31s31, conv-k11s3x2 (two conv layers of kernel 11, stride 3) or fc-l1 (the FC-VAE baseline)."
     ),
     `likelihood` = list(
       name = "likelihood", type = "character", optional = FALSE, default = "poisson",
@@ -49,6 +49,18 @@
       choices = NULL, formal = FALSE,
       doc = "Give the decoder a learned log-rate offset per batch, modality and bin (False: the paper's decoder)."
     ),
+    `input.transform` = list(
+      name = "input_transform", type = "character", optional = FALSE, default = "depth",
+      min = NA, max = NA, min_open = FALSE, max_open = FALSE,
+      choices = c("log1p", "depth", "tfidf"), formal = FALSE,
+      doc = "What the encoder sees: depth (log of counts scaled to the median depth), tfidf (the same weighted by inverse bin frequency) or log1p (the paper's log(1 + x))."
+    ),
+    `bin.offsets` = list(
+      name = "bin_offsets", type = "logical", optional = FALSE, default = TRUE,
+      min = NA, max = NA, min_open = FALSE, max_open = FALSE,
+      choices = NULL, formal = FALSE,
+      doc = "Give the decoder a log-rate offset per modality and bin, started at the data's mean profile (False: the paper's decoder)."
+    ),
     `seed` = list(
       name = "seed", type = "integer", optional = FALSE, default = 0,
       min = 0.0, max = NA, min_open = FALSE, max_open = FALSE,
@@ -58,10 +70,10 @@
   ),
   train = list(
     `max.epochs` = list(
-      name = "max_epochs", type = "integer", optional = FALSE, default = 300,
+      name = "max_epochs", type = "integer", optional = TRUE, default = NULL,
       min = 1.0, max = NA, min_open = FALSE, max_open = FALSE,
       choices = NULL, formal = TRUE,
-      doc = "Maximum number of passes over the training cells (the paper: 300 or 200)."
+      doc = "Passes over the training cells; None chooses the length from the data (a one-cycle learning-rate schedule); the paper: 300 or 200."
     ),
     `batch.size` = list(
       name = "batch_size", type = "integer", optional = FALSE, default = 128,
@@ -70,10 +82,16 @@
       doc = "Cells per minibatch."
     ),
     `learning.rate` = list(
-      name = "lr", type = "double", optional = FALSE, default = 0.001,
+      name = "lr", type = "double", optional = TRUE, default = NULL,
       min = 0.0, max = NA, min_open = TRUE, max_open = FALSE,
       choices = NULL, formal = TRUE,
-      doc = "Adam learning rate."
+      doc = "Adam learning rate: the peak of the one-cycle schedule or the constant rate (None: 1e-2 one-cycle, 1e-3 constant as the paper)."
+    ),
+    `lr.schedule` = list(
+      name = "lr_schedule", type = "character", optional = FALSE, default = "auto",
+      min = NA, max = NA, min_open = FALSE, max_open = FALSE,
+      choices = c("auto", "onecycle", "constant"), formal = FALSE,
+      doc = "Learning-rate schedule: onecycle (warm-up, then cosine decay), constant (the paper), or auto (onecycle when max_epochs is None, else constant)."
     ),
     `validation.size` = list(
       name = "validation_size", type = "double", optional = FALSE, default = 0.1,
@@ -85,7 +103,7 @@
       name = "early_stopping", type = "logical", optional = FALSE, default = TRUE,
       min = NA, max = NA, min_open = FALSE, max_open = FALSE,
       choices = NULL, formal = FALSE,
-      doc = "Stop when the validation loss has not improved for patience epochs and keep the best weights (False: train exactly max_epochs, as the paper)."
+      doc = "With the constant schedule, stop when the validation loss has not improved for patience epochs and keep the best weights (False: train exactly max_epochs, as the paper)."
     ),
     `patience` = list(
       name = "patience", type = "integer", optional = FALSE, default = 20,
@@ -198,8 +216,11 @@
 #'   \item{\code{dropout = 0.2}}{Dropout rate.}
 #'   \item{\code{chrom.aware = TRUE}}{Pad each chromosome on its own so no kernel mixes bins of two chromosomes (False: the paper's kernels run across chromosome boundaries).}
 #'   \item{\code{batch.offsets = TRUE}}{Give the decoder a learned log-rate offset per batch, modality and bin (False: the paper's decoder).}
+#'   \item{\code{input.transform = "depth"}}{What the encoder sees: depth (log of counts scaled to the median depth), tfidf (the same weighted by inverse bin frequency) or log1p (the paper's log(1 + x)).}
+#'   \item{\code{bin.offsets = TRUE}}{Give the decoder a log-rate offset per modality and bin, started at the data's mean profile (False: the paper's decoder).}
+#'   \item{\code{lr.schedule = "auto"}}{Learning-rate schedule: onecycle (warm-up, then cosine decay), constant (the paper), or auto (onecycle when max_epochs is None, else constant).}
 #'   \item{\code{validation.size = 0.1}}{Fraction of cells held out for validation and early stopping (0 = none).}
-#'   \item{\code{early.stopping = TRUE}}{Stop when the validation loss has not improved for patience epochs and keep the best weights (False: train exactly max_epochs, as the paper).}
+#'   \item{\code{early.stopping = TRUE}}{With the constant schedule, stop when the validation loss has not improved for patience epochs and keep the best weights (False: train exactly max_epochs, as the paper).}
 #'   \item{\code{patience = 20}}{Epochs without improvement before early stopping.}
 #'   \item{\code{min.delta = 0}}{Smallest decrease of the validation loss that counts as an improvement.}
 #'   \item{\code{kl.warmup.epochs = 0}}{Linearly increase the KL weight over this many epochs (0 = off, as the paper).}

@@ -158,7 +158,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", default="conv-k51s51,conv-k11s3x2,fc-l1,lsi")
     p.add_argument("--shuffle-control", default="simulator",
                    help="datasets on which conv-k51s51+shuffle is added (comma-separated, or 'none')")
-    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--epochs", type=lambda t: None if t.lower() in ("auto", "none") else int(t),
+                   default=None, help="epochs per fold (constant learning rate, as the paper); "
+                   "default 'auto': the package's default training")
+    p.add_argument("--curves", action="store_true",
+                   help="quality per minute: best ARI against training time on all cells for the "
+                        "default ConvNet-VAE, fc-l1 and LSI (benchmarks/curves.py); writes "
+                        "--out/curves.json and curves.png")
+    p.add_argument("--fractions", default="0.25,0.5,1,2",
+                   help="--curves: training lengths as multiples of the default's")
+    p.add_argument("--seeds", default="0", help="--curves: seeds of the neural models")
+    p.add_argument("--curve-models", default="default,fc-l1", help="--curves: neural models")
     p.add_argument("--folds", type=int, default=3)
     p.add_argument("--max-bins", type=int, default=10_000, help="top-bin selection cap (paper: 25,000)")
     p.add_argument("--sim-cells", type=int, default=1500)
@@ -172,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join(["benchmarks/quality.py", *(sys.argv[1:] if argv is None else argv)])
     # one summary per output folder; datasets run separately (even concurrently) are merged into it
     out.mkdir(parents=True, exist_ok=True)
+    if args.curves:
+        return _curves(args, root, out, command)
     shuffle_on = set(args.shuffle_control.split(","))
     for name in [d for d in args.datasets.split(",") if d]:
         if name != "simulator" and root is None:
@@ -195,6 +207,28 @@ def main(argv: list[str] | None = None) -> int:
                  "threads": int(os.environ.get("OMP_NUM_THREADS", 0)) or os.cpu_count(),
                  "elapsed_s": elapsed, "summary": json.loads(s.to_json(orient="records"))}
         _merge_summary(out / "quality.json", name, entry)
+    return 0
+
+
+def _curves(args: argparse.Namespace, root: Path | None, out: Path, command: str) -> int:
+    import torch
+
+    from curves import merge, plot_curves, run_curves
+
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    meta = {"command": command, "date": dt.date.today().isoformat(), "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "max_bins": args.max_bins}
+    summary: dict = {}
+    for name in [d for d in args.datasets.split(",") if d]:
+        if name != "simulator" and root is None:
+            continue
+        adata, labels_key, batch_key = load_dataset(name, root or Path("."), args.max_bins, args.sim_cells)
+        log(f"== {name}: {adata.n_obs} cells x {adata.n_vars} bins")
+        entry = run_curves(name, adata, labels_key, batch_key,
+                           [float(f) for f in args.fractions.split(",")],
+                           [int(s) for s in args.seeds.split(",")], args.curve_models.split(","), log)
+        summary = merge(out / "curves.json", name, entry, meta)
+        plot_curves(summary, out / "curves.png")
     return 0
 
 

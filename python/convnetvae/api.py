@@ -27,7 +27,7 @@ from . import model_format, settings
 from .data import contract
 from .data.loader import CountSource, MinibatchLoader
 from .errors import ConvNetVAEError
-from .model.registry import DEFAULT_ARCHITECTURE
+from .model.registry import DEFAULT_ARCHITECTURE, resolve_architecture
 from .model.vae import VAE, ModuleConfig, count_parameters
 from .settings import ModelSettings, TrainSettings
 from .train import Strategy, TrainConfig, Trainer, resolve_device
@@ -45,6 +45,17 @@ def _source_for(adata: ad.AnnData, modalities: Sequence[str]) -> CountSource:
     return source_from_anndata(adata, modalities)
 
 
+def _data_statistics(adata: ad.AnnData, modalities: Sequence[str]
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """(total per modality and bin (M x G), median library size per modality (M,)) of the cells a
+    model is built on (:meth:`VAE.init_from_data`)."""
+    from .model.transforms import library_scale
+
+    sums = [contract.count_sums(adata, m) for m in modalities]
+    return (np.stack([cols for _, cols in sums]),
+            np.array([library_scale(rows) for rows, _ in sums]))
+
+
 class ConvNetVAE:
     """ConvNet-VAE model over the bins of an AnnData set up with :meth:`setup_anndata`.
 
@@ -53,11 +64,12 @@ class ConvNetVAE:
     adata
         Cells x bins with one count layer per modality (see :meth:`setup_anndata`).
     architecture
-        Model architecture, e.g. conv-k31s31, conv-k11s3x2 (two conv layers of kernel 11, stride
-        3) or fc-l1 (the FC-VAE baseline). The default is the authors' published demo; the
-        registry (:mod:`convnetvae.model.registry`) lists the others: ``"conv-k51s51"``,
-        ``"conv-k11s11"``, ``"conv-k11s3x1"`` .. ``"conv-k11s3x3"`` (Group 2), any
-        ``"conv-k<K>s<S>[x<L>]"``, ``"fc-l1"`` .. ``"fc-l3"``.
+        Model architecture: auto (one conv layer sized to the number of bins), e.g.
+        conv-k31s31, conv-k11s3x2 (two conv layers of kernel 11, stride 3) or fc-l1 (the FC-VAE
+        baseline). ``"auto"`` picks conv-k51s51, conv-k31s31 or conv-k11s11 from the number of
+        bins (:func:`~convnetvae.model.registry.auto_architecture`); the registry
+        (:mod:`convnetvae.model.registry`) lists the others: ``"conv-k11s3x1"`` ..
+        ``"conv-k11s3x3"`` (Group 2), any ``"conv-k<K>s<S>[x<L>]"``, ``"fc-l1"`` .. ``"fc-l3"``.
     likelihood
         Count likelihood: poisson (the paper) or nb (negative binomial, one dispersion per bin
         and modality).
@@ -74,6 +86,13 @@ class ConvNetVAE:
         Give the decoder a learned log-rate offset per batch, modality and bin (False: the
         paper's decoder). A direct path for batch biases of whole bins, so the latent space
         need not carry them; with ``False`` batch enters only through the FC layer.
+    input_transform
+        What the encoder sees: depth (log of counts scaled to the median depth), tfidf (the
+        same weighted by inverse bin frequency) or log1p (the paper's log(1 + x)). See
+        :mod:`convnetvae.model.transforms`.
+    bin_offsets
+        Give the decoder a log-rate offset per modality and bin, started at the data's mean
+        profile (False: the paper's decoder).
     seed
         Random seed of the weights, the validation split, the shuffling and the sampling.
         Training uses it unless ``train(seed=)`` is given.
@@ -84,7 +103,7 @@ class ConvNetVAE:
     def __init__(self, adata: ad.AnnData, architecture: str = DEFAULT_ARCHITECTURE,
                  likelihood: str = "poisson", n_latent: int = 30, n_hidden: int = 128,
                  dropout: float = 0.2, chrom_aware: bool = True, batch_offsets: bool = True,
-                 seed: int = 0) -> None:
+                 input_transform: str = "depth", bin_offsets: bool = True, seed: int = 0) -> None:
         opts = settings.make(ModelSettings, **_arguments(locals()))
         self.registry = contract.get_registry(adata)
         self.adata = adata
@@ -98,12 +117,16 @@ class ConvNetVAE:
         config = ModuleConfig(
             n_modalities=len(mods), chrom_lengths=chrom_lengths,
             n_batches=max(1, len(self.registry["batch_categories"])),
-            architecture=opts.architecture, likelihood=opts.likelihood, n_latent=opts.n_latent,
+            architecture=resolve_architecture(opts.architecture, adata.n_vars),
+            likelihood=opts.likelihood, n_latent=opts.n_latent,
             n_hidden=opts.n_hidden, dropout=opts.dropout, chrom_aware=opts.chrom_aware,
             use_mask=bool(self.registry.get("has_missing", False)),
-            batch_offsets=opts.batch_offsets)
+            batch_offsets=opts.batch_offsets, input_transform=opts.input_transform,
+            bin_offsets=opts.bin_offsets)
         torch.manual_seed(opts.seed)
         self.module = VAE(config)
+        if config.input_transform != "log1p" or config.bin_offsets:
+            self.module.init_from_data(*_data_statistics(adata, mods))
         self.seed = opts.seed
         self.history_: list[dict] = []
         self.is_trained = False
@@ -193,8 +216,8 @@ class ConvNetVAE:
                                device=self.device), adata
 
     # ------------------------------------------------------------------ training
-    def train(self, max_epochs: int = 300, batch_size: int = 128, lr: float = 1e-3,
-              validation_size: float = 0.1, early_stopping: bool = True, patience: int = 20,
+    def train(self, max_epochs: int | None = None, batch_size: int = 128,
+              lr: float | None = None, lr_schedule: str = "auto", validation_size: float = 0.1, early_stopping: bool = True, patience: int = 20,
               seed: int | None = None, device: str = "auto", progress: bool = True,
               callback: Callable[[int, dict], None] | None = None,
               stop_event: threading.Event | None = None, kl_warmup_epochs: int = 0,
@@ -208,16 +231,24 @@ class ConvNetVAE:
         Parameters
         ----------
         max_epochs
-            Maximum number of passes over the training cells (the paper: 300 or 200).
+            Passes over the training cells; None chooses the length from the data (a one-cycle
+            learning-rate schedule); the paper: 300 or 200. ``max_epochs=300,
+            early_stopping=False`` trains as the paper (constant learning rate 1e-3).
         batch_size
             Cells per minibatch.
         lr
-            Adam learning rate.
+            Adam learning rate: the peak of the one-cycle schedule or the constant rate (None:
+            1e-2 one-cycle, 1e-3 constant as the paper).
+        lr_schedule
+            Learning-rate schedule: onecycle (warm-up, then cosine decay), constant (the paper),
+            or auto (onecycle when max_epochs is None, else constant). See
+            :mod:`convnetvae.schedule`.
         validation_size
             Fraction of cells held out for validation and early stopping (0 = none).
         early_stopping
-            Stop when the validation loss has not improved for patience epochs and keep the
-            best weights (False: train exactly max_epochs, as the paper).
+            With the constant schedule, stop when the validation loss has not improved for
+            patience epochs and keep the best weights (False: train exactly max_epochs, as the
+            paper).
         patience
             Epochs without improvement before early stopping.
         min_delta
@@ -293,6 +324,7 @@ class ConvNetVAE:
                                   "interrupted": trainer.interrupted,
                                   "best_epoch": trainer.best_epoch,
                                   "epochs_trained": len(hist),
+                                  "plan": dataclasses.asdict(trainer.plan),
                                   **trainer.strategy.describe()})
         self.trainer_ = trainer
 

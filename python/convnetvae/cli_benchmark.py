@@ -37,6 +37,12 @@ def _float_list(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+def _epochs(text: str) -> int | None:
+    if text.strip().lower() in ("auto", "none"):
+        return None
+    return int(text)
+
+
 def _fill(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="input .h5ad (one count layer per modality, var chrom/start/end)")
     p.add_argument("--labels-key", required=True, help="obs column with reference cell labels")
@@ -50,7 +56,9 @@ def _fill(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--shuffle-control", action="store_true",
                    help="also run every conv model on bin-shuffled data (adds '<model>+shuffle')")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds (1 = no validation split)")
-    p.add_argument("--epochs", type=int, default=100, help="training epochs per fold (no early stopping)")
+    p.add_argument("--epochs", type=_epochs, default=None,
+                   help="training epochs per fold (no early stopping, constant learning rate as the paper); "
+                        "default: the package's default training (length chosen from the data)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resolutions", type=_float_list, default=None,

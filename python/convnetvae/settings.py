@@ -35,7 +35,8 @@ from typing import Any, Literal
 import numpy as np
 
 from .errors import ConvNetVAEError
-from .model.registry import DEFAULT_ARCHITECTURE, LIKELIHOODS, check_architecture, preset_names
+from .model.registry import (DEFAULT_ARCHITECTURE, INPUT_TRANSFORMS, LIKELIHOODS, check_architecture,
+                             preset_names)
 
 Names = Literal["python", "r", "cli"]
 
@@ -93,8 +94,9 @@ class ModelSettings:
     """Settings of the model (``ConvNetVAE(adata, ...)``)."""
 
     architecture: str = setting(
-        DEFAULT_ARCHITECTURE, "Model architecture, e.g. conv-k31s31, conv-k11s3x2 (two conv "
-        "layers of kernel 11, stride 3) or fc-l1 (the FC-VAE baseline).",
+        DEFAULT_ARCHITECTURE, "Model architecture: auto (one conv layer sized to the number of "
+        "bins), e.g. conv-k31s31, conv-k11s3x2 (two conv layers of kernel 11, stride 3) or "
+        "fc-l1 (the FC-VAE baseline).",
         choices=check_architecture, listed=preset_names, r_formal=True, widget=True)
     likelihood: str = setting(
         "poisson", "Count likelihood: poisson (the paper) or nb (negative binomial, one "
@@ -109,6 +111,13 @@ class ModelSettings:
     batch_offsets: bool = setting(
         True, "Give the decoder a learned log-rate offset per batch, modality and bin (False: "
         "the paper's decoder).")
+    input_transform: str = setting(
+        "depth", "What the encoder sees: depth (log of counts scaled to the median depth), "
+        "tfidf (the same weighted by inverse bin frequency) or log1p (the paper's log(1 + x)).",
+        choices=INPUT_TRANSFORMS)
+    bin_offsets: bool = setting(
+        True, "Give the decoder a log-rate offset per modality and bin, started at the data's "
+        "mean profile (False: the paper's decoder).")
     seed: int = setting(0, "Random seed of the weights, the validation split, the shuffling "
                            "and the sampling.", min=0, r_formal=True)
 
@@ -117,19 +126,27 @@ class ModelSettings:
 class TrainSettings:
     """Settings of training (``model.train(...)``)."""
 
-    max_epochs: int = setting(
-        300, "Maximum number of passes over the training cells (the paper: 300 or 200).",
+    max_epochs: int | None = setting(
+        None, "Passes over the training cells; None chooses the length from the data (a "
+        "one-cycle learning-rate schedule); the paper: 300 or 200.",
         min=1, r_formal=True, cli_aliases=("--epochs",), widget={"min": 1, "max": 500})
     batch_size: int = setting(128, "Cells per minibatch.", min=2, r_formal=True,
                               widget={"choices": (32, 64, 128, 256, 512)})
-    lr: float = setting(1e-3, "Adam learning rate.", min=0.0, min_open=True, r="learning.rate",
-                        r_formal=True, widget={"min": 1e-5, "max": 1e-1, "widget": "box"})
+    lr: float | None = setting(
+        None, "Adam learning rate: the peak of the one-cycle schedule or the constant rate "
+        "(None: 1e-2 one-cycle, 1e-3 constant as the paper).", min=0.0, min_open=True,
+        r="learning.rate", r_formal=True, widget={"min": 1e-5, "max": 1e-1, "widget": "box"})
+    lr_schedule: str = setting(
+        "auto", "Learning-rate schedule: onecycle (warm-up, then cosine decay), constant (the "
+        "paper), or auto (onecycle when max_epochs is None, else constant).",
+        choices=("auto", "onecycle", "constant"))
     validation_size: float = setting(
         0.1, "Fraction of cells held out for validation and early stopping (0 = none).",
         min=0.0, max=1.0, max_open=True)
     early_stopping: bool = setting(
-        True, "Stop when the validation loss has not improved for patience epochs and keep the "
-        "best weights (False: train exactly max_epochs, as the paper).", widget=True)
+        True, "With the constant schedule, stop when the validation loss has not improved for "
+        "patience epochs and keep the best weights (False: train exactly max_epochs, as the "
+        "paper).", widget=True)
     patience: int = setting(20, "Epochs without improvement before early stopping.", min=1)
     min_delta: float = setting(0.0, "Smallest decrease of the validation loss that counts as an "
                                     "improvement.", min=0.0)
@@ -416,6 +433,8 @@ def widget_parameters(cls: type) -> list[tuple[str, Any, Any, str]]:
         choices = opts.pop("choices", None) or s.listed()
         if choices:
             ann: Any = Literal[tuple(choices)]
+        elif s.type in (int, float) and s.optional:
+            ann = s.type  # a text box where empty means None (the panel's optional numbers)
         elif s.type in (int, float):
             bounds = {"min": s.spec.min, "max": s.spec.max}
             bounds = {k: v for k, v in bounds.items() if v is not None}

@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .data.loader import CountSource, MinibatchLoader
+from . import schedule
 from .errors import ConvNetVAEError
 from .io_utils import atomic_path, write_json
 from .model.vae import VAE
@@ -132,6 +133,10 @@ class Trainer:
         self.val_loader = MinibatchLoader(source, batch_codes, mask, self.val_idx,
                                           max(config.batch_size, 256), shuffle=False,
                                           device=self.device) if len(self.val_idx) else None
+        self.plan = schedule.plan(len(self.train_idx), source.n_bins, source.n_modalities,
+                                  config.batch_size, config.max_epochs, config.lr,
+                                  config.lr_schedule)
+        self.lr_scale = 1.0  # 0.1 after a non-finite epoch was retried
         self.history: list[dict] = []
         self.stopped_early = False
         self.interrupted = False
@@ -143,6 +148,11 @@ class Trainer:
         self.lr_lowered = False
         self.net: torch.nn.Module = module  # what the steps run (a strategy may wrap the module)
         self.strategy.setup(self)
+
+    @property
+    def early_stopping(self) -> bool:
+        """Early stopping applies to the constant schedule (a one-cycle run has a set length)."""
+        return bool(self.config.early_stopping) and self.plan.schedule == "constant"
 
     @property
     def is_main(self) -> bool:
@@ -177,6 +187,13 @@ class Trainer:
         """bfloat16 autocast when ``mixed_precision`` is on (CUDA, or CPU for testing)."""
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
                               enabled=bool(self.config.mixed_precision))
+
+    def _set_lr(self, epoch: int, step: int, n_steps: int) -> None:
+        """The learning rate of this step: the plan's schedule at this point of the run."""
+        progress = (epoch + step / max(n_steps, 1)) / max(self.plan.epochs, 1)
+        factor = self.plan.lr_factor(progress) * self.lr_scale
+        for group, base in zip(self.optimizer.param_groups, self._base_lrs):
+            group["lr"] = base * factor
 
     def _step(self, mb: Any, kl_w: float, net: torch.nn.Module | None = None) -> torch.Tensor:
         """One optimiser step; returns (elbo sum, reconstruction sum, KL sum, cells, guard).
@@ -218,11 +235,13 @@ class Trainer:
         self.net.train()
         kl_w = self._kl_weight(epoch)
         sums = torch.zeros(5, dtype=torch.float64, device=self.device)
-        for step, rows in enumerate(self.strategy.epoch_rows(self, epoch)):
+        batches = list(self.strategy.epoch_rows(self, epoch))
+        for step, rows in enumerate(batches):
             if self.strategy.stop_requested(self):
                 self.interrupted = True
                 return None
             self.strategy.before_step(self, epoch, step)
+            self._set_lr(epoch, step, len(batches))
             sums += self._step(self.train_loader.load(rows), kl_w, self.net)
         self.strategy.reduce(sums)
         self.strategy.end_epoch(self)
@@ -245,18 +264,21 @@ class Trainer:
 
     def _fit(self) -> list[dict]:
         cfg = self.config
-        self.optimizer = torch.optim.Adam(parameter_groups(self.module, cfg.lr),
-                                          lr=cfg.lr, weight_decay=cfg.weight_decay)
+        lr = self.plan.lr
+        self.optimizer = torch.optim.Adam(parameter_groups(self.module, lr), lr=lr,
+                                          weight_decay=cfg.weight_decay, foreach=True)
+        self._base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         if cfg.resume:
             if not cfg.checkpoint_dir:
                 raise ConvNetVAEError("resume=True needs checkpoint_dir=")
             load_checkpoint(self, cfg.checkpoint_dir)
         good = self._snapshot()
-        bar = tqdm(total=cfg.max_epochs, initial=self.start_epoch, disable=not cfg.progress,
+        n_epochs = self.plan.epochs
+        bar = tqdm(total=n_epochs, initial=self.start_epoch, disable=not cfg.progress,
                    desc="training", unit="epoch", dynamic_ncols=True)
         epoch = self.start_epoch
         try:
-            while epoch < cfg.max_epochs:
+            while epoch < n_epochs:
                 t0 = time.perf_counter()
                 try:
                     row = self._train_epoch(epoch)
@@ -273,8 +295,7 @@ class Trainer:
                         raise err_out from None
                     self.module.load_state_dict(good[0])
                     self.optimizer.load_state_dict(good[1])
-                    for group in self.optimizer.param_groups:
-                        group["lr"] *= 0.1
+                    self.lr_scale *= 0.1
                     self.lr_lowered = True
                     continue  # retry this epoch with the lower learning rate
                 if row is None:  # stop requested
@@ -289,7 +310,8 @@ class Trainer:
                 score = row.get("validation_loss", row["train_loss"])
                 if score < self.best_score - cfg.min_delta:
                     self.best_score, self.best_epoch, self.bad_epochs = score, epoch + 1, 0
-                    self.best_state = copy.deepcopy(self.module.state_dict())
+                    if self.early_stopping:  # only early stopping goes back to the best weights
+                        self.best_state = copy.deepcopy(self.module.state_dict())
                 else:
                     self.bad_epochs += 1
                 epoch += 1
@@ -297,11 +319,11 @@ class Trainer:
                 bar.set_postfix(loss=f"{row['train_loss']:.1f}",
                                 val=f"{row.get('validation_loss', float('nan')):.1f}")
                 if cfg.checkpoint_dir and self.is_main and (
-                        epoch % max(1, cfg.checkpoint_every) == 0 or epoch == cfg.max_epochs):
+                        epoch % max(1, cfg.checkpoint_every) == 0 or epoch == n_epochs):
                     save_checkpoint(self, cfg.checkpoint_dir, epoch)
                 if self.callback is not None:
                     self.callback(epoch, dict(row))
-                if (cfg.early_stopping and self.val_loader is not None
+                if (self.early_stopping and self.val_loader is not None
                         and self.bad_epochs >= cfg.patience):
                     self.stopped_early = True
                     break
@@ -309,7 +331,7 @@ class Trainer:
             self.interrupted = True
         finally:
             bar.close()
-        if cfg.early_stopping and self.val_loader is not None and self.best_state is not None:
+        if self.early_stopping and self.val_loader is not None and self.best_state is not None:
             self.module.load_state_dict(self.best_state)
         elif self.interrupted and self.history:
             # stopped mid-epoch: keep the weights of the last finished epoch (its history row)
@@ -484,5 +506,6 @@ def load_checkpoint(trainer: Trainer, directory: str | os.PathLike) -> bool:
     trainer.best_epoch = meta["best_epoch"]
     trainer.bad_epochs = meta["bad_epochs"]
     trainer.lr_lowered = meta["lr_lowered"]
+    trainer.lr_scale = 0.1 if trainer.lr_lowered else 1.0
     trainer.start_epoch = int(meta["epoch"])
     return True

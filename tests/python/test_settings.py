@@ -152,7 +152,8 @@ def test_other_subcommands_share_the_schema_defaults():
     from convnetvae.evaluate.harness import BenchmarkConfig
 
     cfg = BenchmarkConfig(models=["lsi"], labels_key="x")
-    assert (cfg.n_latent, cfg.lr, cfg.likelihood) == (30, 1e-3, "poisson")
+    assert (cfg.n_latent, cfg.lr, cfg.likelihood) == (30, default(TrainSettings, "lr"), "poisson")
+    assert cfg.epochs is None  # the package's default training
 
 
 # ---------------------------------------------------------------------------- workbench
@@ -164,7 +165,8 @@ def test_train_panel_is_built_from_the_schema(small_adata):
     shown = [s for cls in (ModelSettings, TrainSettings) for s in schema(cls) if s.spec.widget]
     assert [s.name for s in shown] + ["continue_training", "embed_when_done"] == list(widgets)
     for s in shown:
-        assert widgets[s.name].value == s.default, s.name
+        empty = "" if s.optional and s.type in (int, float) else None  # a text box: empty = None
+        assert widgets[s.name].value == (empty if s.default is None else s.default), s.name
         assert s.doc in widgets[s.name].tooltip, s.name
     assert [v for _, v in widgets["architecture"].options] == preset_names()
 

@@ -130,6 +130,25 @@ def iter_csr_chunks(x: Any, chunk_rows: int = 8192) -> Iterator[tuple[int, np.nd
         yield a, ip[a:b + 1] - ip[a], np.asarray(data[ip[a]:ip[b]])
 
 
+def disk_sums(x: Any, chunk_rows: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    """Row sums and column sums (float64) of a CSR layer on disk, read block by block."""
+    if _encoding(x.group) != "csr_matrix":
+        raise ConvNetVAEError(
+            "a count layer on disk is stored as CSC; rewrite it as CSR "
+            "(adata.layers[m] = adata.layers[m].tocsr()) to train from disk")
+    n, g = x.shape
+    ip = np.asarray(x.group["indptr"][:], dtype=np.int64)
+    rows, cols = np.zeros(n, dtype=np.float64), np.zeros(g, dtype=np.float64)
+    for a in range(0, n, chunk_rows):
+        b = min(n, a + chunk_rows)
+        data = np.asarray(x.group["data"][ip[a]:ip[b]], dtype=np.float64)
+        idx = np.asarray(x.group["indices"][ip[a]:ip[b]], dtype=np.int64)
+        rows[a:b] = np.bincount(np.repeat(np.arange(b - a), np.diff(ip[a:b + 1])), weights=data,
+                                minlength=b - a)
+        cols += np.bincount(idx, weights=data, minlength=g)
+    return rows, cols
+
+
 def read_backed(path: str | os.PathLike) -> ad.AnnData:
     """Read an h5ad with its count layers left on disk.
 

@@ -21,7 +21,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..errors import ConvNetVAEError
-from .backed import is_disk_matrix, iter_csr_chunks
+from .backed import disk_sums, is_disk_matrix, iter_csr_chunks
 from .genome import chrom_sort_key as natural_chrom_key
 
 REGISTRY_KEY = "convnetvae"
@@ -135,6 +135,16 @@ def disk_row_sums(x: Any, name: str) -> np.ndarray:
         rows = np.repeat(np.arange(n), np.diff(indptr))
         sums[first:first + n] = np.bincount(rows, weights=data, minlength=n)
     return sums
+
+
+def count_sums(adata: ad.AnnData, modality: str) -> tuple[np.ndarray, np.ndarray]:
+    """(library size per cell, total per bin) of one registered count layer (float64), in
+    memory or on disk (read block by block)."""
+    layer = adata.layers[modality]
+    if is_disk_matrix(layer):
+        return disk_sums(layer)
+    return (np.asarray(layer.sum(axis=1), dtype=np.float64).ravel(),
+            np.asarray(layer.sum(axis=0), dtype=np.float64).ravel())
 
 
 # ---------------------------------------------------------------------------- the writer

@@ -57,7 +57,9 @@ class BenchmarkConfig:
     folds
         Cross-validation folds (1 = train and score on all cells, no validation split).
     epochs
-        Training epochs of the neural models (no early stopping, as the paper).
+        Training epochs of the neural models (no early stopping, constant learning rate, as the
+        paper); ``None`` trains as the package's default (length chosen from the data,
+        one-cycle learning rate).
     seed
         Seed of folds, models, clustering and importance sampling.
     resolutions
@@ -83,7 +85,7 @@ class BenchmarkConfig:
     batch_key: str | None = None
     modalities: list[str] | None = None
     folds: int = 5
-    epochs: int = 50
+    epochs: int | None = None
     seed: int = 0
     resolutions: list[float] = field(default_factory=lambda: list(DEFAULT_RESOLUTIONS))
     k: int = 20
@@ -94,7 +96,7 @@ class BenchmarkConfig:
     n_latent: int = default(ModelSettings, "n_latent")
     n_hidden: int = default(ModelSettings, "n_hidden")
     batch_size: int = default(TrainSettings, "batch_size")
-    lr: float = default(TrainSettings, "lr")
+    lr: float | None = default(TrainSettings, "lr")
     likelihood: str = default(ModelSettings, "likelihood")
     device: str = default(TrainSettings, "device")
     lsi_components: int = 30
@@ -157,7 +159,7 @@ def validate_inputs(adata: ad.AnnData, config: BenchmarkConfig) -> list[str]:
 
             if not mofa_available():
                 raise ConvNetVAEError("model 'mofa' needs the optional package mofapy2 (pip install mofapy2)")
-    if config.epochs < 1:
+    if config.epochs is not None and config.epochs < 1:
         raise ConvNetVAEError(f"epochs must be at least 1, got {config.epochs}")
     if adata.n_obs <= config.k:
         raise ConvNetVAEError(f"{adata.n_obs} cells is not more than k={config.k} neighbours: the kNN graph "

@@ -8,13 +8,14 @@ whose family sees bins in genome order.
 from __future__ import annotations
 
 from ..errors import ConvNetVAEError
-from ..model.registry import family_of, parse_architecture, syntax_help
+from ..model.registry import AUTO, check_architecture, family_of, syntax_help
 
 SHUFFLE_SUFFIX = "+shuffle"
 #: baselines that are not registered architectures
 NON_NEURAL = ("lsi", "lsi-unscaled", "mofa")
-#: the models ``convnetvae benchmark`` compares by default
-DEFAULT_MODELS = ("conv-k51s51", "conv-k11s3x2", "fc-l1", "lsi")
+#: the models ``convnetvae benchmark`` compares by default (``auto``: the package's default
+#: architecture, picked from the number of bins)
+DEFAULT_MODELS = (AUTO, "conv-k51s51", "conv-k11s3x2", "fc-l1", "lsi")
 
 
 def parse_model_name(name: str) -> tuple[str, bool]:
@@ -24,7 +25,7 @@ def parse_model_name(name: str) -> tuple[str, bool]:
     base = raw[: -len(SHUFFLE_SUFFIX)] if shuffled else raw
     if base not in NON_NEURAL:
         try:
-            parse_architecture(base)
+            check_architecture(base)
         except ConvNetVAEError as err:
             raise ConvNetVAEError(
                 f"unknown model {name!r}: use an architecture ({syntax_help()}), "
@@ -41,4 +42,6 @@ def is_neural(name: str) -> bool:
 def bin_order_matters(name: str) -> bool:
     """True when the model sees bins in genome order (the bin-shuffle control applies)."""
     base, _ = parse_model_name(name)
+    if base == AUTO:
+        return True  # a conv architecture
     return base not in NON_NEURAL and family_of(base).bin_order_matters

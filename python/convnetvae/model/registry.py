@@ -27,8 +27,12 @@ from typing import Any
 
 from ..errors import ConvNetVAEError
 
-#: the architecture every face uses when none is given
-DEFAULT_ARCHITECTURE = "conv-k31s31"
+#: the architecture every face uses when none is given: picked from the data's number of bins
+#: (:func:`auto_architecture`)
+DEFAULT_ARCHITECTURE = "auto"
+
+#: what the encoder may see (implemented in :mod:`.transforms`)
+INPUT_TRANSFORMS = ("log1p", "depth", "tfidf")
 
 #: the count likelihoods (implemented in :mod:`.likelihoods`)
 LIKELIHOODS = ("poisson", "nb")
@@ -126,7 +130,7 @@ def families() -> list[Family]:
 
 def preset_names() -> list[str]:
     """Every family's preset names, the default first: what the faces list."""
-    names = [n for f in _FAMILIES.values() for n in f.presets]
+    names = [AUTO] + [n for f in _FAMILIES.values() for n in f.presets]
     if DEFAULT_ARCHITECTURE in names:
         names.remove(DEFAULT_ARCHITECTURE)
         names.insert(0, DEFAULT_ARCHITECTURE)
@@ -159,8 +163,41 @@ def parse_architecture(name: str) -> Architecture:
 
 
 def check_architecture(name: str) -> str:
-    """The normalised name (lower case) if it parses, else a :class:`ConvNetVAEError`."""
+    """The normalised name (lower case) if it parses (or is ``"auto"``), else a
+    :class:`ConvNetVAEError`."""
+    if isinstance(name, str) and name.strip().lower() == AUTO:
+        return AUTO
     return parse_architecture(name).name
+
+
+#: the name that picks an architecture from the data (:func:`auto_architecture`)
+AUTO = "auto"
+#: Group 1 strides the automatic choice picks from (the paper's), and the number of conv windows
+#: per modality it aims for at least
+AUTO_STRIDES = (11, 31, 51)
+AUTO_MIN_WINDOWS = 250
+
+
+def auto_architecture(n_bins: int) -> str:
+    """The architecture ``"auto"`` stands for on data with ``n_bins`` bins.
+
+    A single conv layer with kernel = stride (the paper's Group 1), the largest of
+    :data:`AUTO_STRIDES` that still leaves :data:`AUTO_MIN_WINDOWS` windows: conv-k51s51 on
+    25,000 bins (490 windows), conv-k11s11 on a few thousand. The fully connected layer after
+    the convolution then has about the same size whatever the number of bins (see
+    docs/benchmarks.md for the measurements behind this choice).
+    """
+    stride = AUTO_STRIDES[0]
+    for s in AUTO_STRIDES:
+        if n_bins / s >= AUTO_MIN_WINDOWS:
+            stride = s
+    return f"conv-k{stride}s{stride}"
+
+
+def resolve_architecture(name: str, n_bins: int) -> str:
+    """A concrete architecture name: ``name`` itself, or what ``"auto"`` picks for ``n_bins``."""
+    name = check_architecture(name)
+    return auto_architecture(n_bins) if name == AUTO else name
 
 
 # ---------------------------------------------------------------------------- built-in families

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConvNetVAEError
 from .likelihoods import LIKELIHOODS, log_factorial_sum, nb_log_prob, poisson_log_prob
-from .registry import DEFAULT_ARCHITECTURE, family_of, parse_architecture
+from . import transforms
+from .registry import family_of, parse_architecture
 
 LOGVAR_MIN, LOGVAR_MAX = -15.0, 10.0
 
@@ -29,7 +31,7 @@ class ModuleConfig:
     n_modalities: int
     chrom_lengths: list[int]
     n_batches: int
-    architecture: str = DEFAULT_ARCHITECTURE
+    architecture: str = "conv-k31s31"
     likelihood: str = "poisson"
     n_latent: int = 30
     n_hidden: int = 128
@@ -37,6 +39,9 @@ class ModuleConfig:
     chrom_aware: bool = True
     use_mask: bool = False
     batch_offsets: bool = True
+    # defaults of fields added later are the behaviour of models saved before them
+    input_transform: str = "log1p"
+    bin_offsets: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -60,6 +65,9 @@ class VAE(nn.Module):
             raise ConvNetVAEError("n_latent and n_hidden must be positive")
         if not 0.0 <= config.dropout < 1.0:
             raise ConvNetVAEError(f"dropout must be in [0, 1), got {config.dropout}")
+        if config.input_transform not in transforms.INPUT_TRANSFORMS:
+            raise ConvNetVAEError(f"input_transform must be one of {transforms.INPUT_TRANSFORMS}, "
+                                  f"got {config.input_transform!r}")
         self.arch = arch
         self.family = family_of(arch.name)
         m = config.n_modalities
@@ -77,10 +85,46 @@ class VAE(nn.Module):
             self.batch_offset = nn.Parameter(torch.zeros(config.n_batches, m, g))
         else:
             self.register_parameter("batch_offset", None)
+        if config.bin_offsets:
+            # a log-rate offset per modality and bin shared by all cells, started at the data's
+            # mean profile (init_from_data): the decoder begins at the average cell, and the
+            # latent space only has to explain how cells differ from it
+            self.bin_offset = nn.Parameter(torch.zeros(m, g))
+        else:
+            self.register_parameter("bin_offset", None)
+        if config.input_transform != "log1p":
+            self.register_buffer("input_scale", torch.ones(m))
+        else:
+            self.input_scale = None
+        if config.input_transform == "tfidf":
+            self.register_buffer("input_idf", torch.ones(m, g))
+        else:
+            self.input_idf = None
         if config.likelihood == "nb":
             self.log_theta = nn.Parameter(torch.zeros(m, g))
         else:
             self.register_parameter("log_theta", None)
+
+    @torch.no_grad()
+    def init_from_data(self, bin_totals: np.ndarray, library_scale: np.ndarray) -> None:
+        """Set the data-derived parts: the encoder input's statistics and the bin offsets.
+
+        Parameters
+        ----------
+        bin_totals
+            Counts per modality and bin over the cells the model is built on (M x G).
+        library_scale
+            Median library size per modality (M,).
+        """
+        tot = np.asarray(bin_totals, dtype=np.float64)
+        if self.input_scale is not None:
+            self.input_scale.copy_(torch.as_tensor(np.asarray(library_scale, np.float64)))
+        if self.input_idf is not None:
+            idf = np.stack([transforms.inverse_frequency(t) for t in tot])
+            self.input_idf.copy_(torch.as_tensor(idf))
+        if self.bin_offset is not None:
+            prof = np.log((tot + 0.5) / (tot + 0.5).sum(axis=1, keepdims=True))
+            self.bin_offset.copy_(torch.as_tensor(prof - prof.mean(axis=1, keepdims=True)))
 
     # ----------------------------------------------------------------------- helpers
     def batch_onehot(self, batch: torch.Tensor) -> torch.Tensor | None:
@@ -99,13 +143,16 @@ class VAE(nn.Module):
                ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log-variance of q(z | x, b) from raw counts ``x`` (B, M, G)."""
         mf = self._mask_float(x, mask)
-        h = torch.log1p(x) * mf.unsqueeze(-1)
+        h = transforms.forward(x, self.config.input_transform, self.input_scale,
+                               self.input_idf) * mf.unsqueeze(-1)
         mu, logvar = self.encoder(h, self.batch_onehot(batch), mf if self.mask_input else None)
         return mu, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
 
     def decode(self, z: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
         """Log softmax over bins per modality (B, M, G)."""
         logits = self.decoder(z, self.batch_onehot(batch))
+        if self.bin_offset is not None:
+            logits = logits + self.bin_offset
         if self.batch_offset is not None:
             logits = logits + self.batch_offset.index_select(0, batch.long())
         return F.log_softmax(logits, dim=-1)

@@ -1,0 +1,167 @@
+"""The default model and training (issue 14): training length chosen from the data, the one-cycle
+schedule, the encoder's input transforms and their inverses, data-initialised bin offsets, the
+automatic architecture; and that the paper's settings stay reachable."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+import convnetvae as cv
+from convnetvae import schedule
+from convnetvae.model import transforms
+from convnetvae.model.registry import auto_architecture, resolve_architecture
+from convnetvae.model.vae import VAE, ModuleConfig
+
+
+# ---------------------------------------------------------------------------- schedule
+def test_one_cycle_warms_up_then_decays_to_nearly_zero():
+    f = [schedule.one_cycle(p) for p in np.linspace(0, 1, 101)]
+    assert f[0] == pytest.approx(1 / schedule.START_DIVISOR)
+    peak = int(round(schedule.WARMUP_FRACTION * 100))
+    assert f[peak] == pytest.approx(1.0)
+    assert all(a <= b + 1e-12 for a, b in zip(f[:peak], f[1:peak + 1]))  # rises
+    assert all(a >= b - 1e-12 for a, b in zip(f[peak:], f[peak + 1:]))  # then falls
+    assert f[-1] < 1e-4
+
+
+def test_plan_auto_and_paper_settings():
+    auto = schedule.plan(1000, 5000, 1, 128, None, None, "auto")
+    assert auto.auto and auto.schedule == "onecycle" and auto.lr == schedule.ONE_CYCLE_LR
+    assert auto.steps_per_epoch == 8 and auto.total_steps >= 8
+    paper = schedule.plan(1000, 5000, 1, 128, 300, None, "auto")
+    assert not paper.auto and (paper.epochs, paper.schedule, paper.lr) == (300, "constant", 1e-3)
+    assert paper.lr_factor(0.0) == paper.lr_factor(0.7) == 1.0
+    forced = schedule.plan(1000, 5000, 1, 128, 20, 3e-3, "onecycle")
+    assert (forced.epochs, forced.schedule, forced.lr) == (20, "onecycle", 3e-3)
+
+
+def test_auto_length_is_chosen_from_the_data():
+    steps = {n: schedule.auto_steps(n, 5000, 1, 128) for n in (200, 2000, 20000, 200000)}
+    assert all(s >= 1 for s in steps.values())
+    # more cells: at least as many steps, but far fewer epochs than on small data
+    assert steps[200] <= steps[2000] <= steps[20000] <= steps[200000]
+    epochs = {n: s / schedule.steps_per_epoch(n, 128) for n, s in steps.items()}
+    assert epochs[200000] < epochs[200]
+    assert schedule.auto_steps(2000, 5000, 1, 128) == schedule.auto_steps(2000, 5000, 1, 128)
+
+
+def test_training_follows_the_plan(small_adata):
+    m = cv.ConvNetVAE(small_adata, architecture="conv-k11s11", n_hidden=16, n_latent=4)
+    m.train(max_epochs=4, lr_schedule="onecycle", batch_size=64, progress=False)
+    lrs = m.history["lr"].to_numpy()
+    assert len(lrs) == 4 and lrs.max() <= schedule.ONE_CYCLE_LR and lrs[-1] < lrs.max() / 10
+    assert m.train_config["lr_schedule"] == "onecycle"
+    # the paper: constant 1e-3 for exactly max_epochs
+    p = cv.ConvNetVAE(small_adata, architecture="conv-k11s11", n_hidden=16, n_latent=4)
+    p.train(max_epochs=3, early_stopping=False, batch_size=64, progress=False)
+    assert len(p.history) == 3 and np.allclose(p.history["lr"], 1e-3)
+
+
+def test_default_training_length_comes_from_the_data(small_adata, monkeypatch):
+    seen = {}
+
+    def rule(n_train, n_bins, n_modalities, batch_size):
+        seen.update(n_train=n_train, n_bins=n_bins, n_modalities=n_modalities)
+        return 7
+
+    monkeypatch.setattr(schedule, "AUTO_RULE", rule)
+    m = cv.ConvNetVAE(small_adata, n_hidden=16, n_latent=4).train(batch_size=64, progress=False)
+    assert seen == {"n_train": 270, "n_bins": 600, "n_modalities": 3}
+    assert len(m.history) == 2  # 7 steps at 5 steps per epoch (270 cells, batch 64): 2 epochs
+    assert m.trainer_.plan.auto and m.trainer_.plan.schedule == "onecycle"
+
+
+# ---------------------------------------------------------------------------- input transforms
+@pytest.mark.parametrize("kind", ["log1p", "depth", "tfidf"])
+def test_input_transform_and_its_inverse(kind):
+    g = torch.Generator().manual_seed(0)
+    x = torch.poisson(torch.rand(5, 2, 40, generator=g) * 3, generator=g)
+    x[:, :, 3] = 0  # a bin with no counts: idf 0
+    scale = torch.tensor([50.0, 20.0])
+    idf = torch.as_tensor(np.stack([transforms.inverse_frequency(t) for t in x.sum(0).numpy()]),
+                          dtype=torch.float32)
+    h = transforms.forward(x, kind, scale, idf)
+    back = transforms.inverse(h, kind, x.sum(-1), scale, idf)
+    keep = torch.ones_like(x, dtype=torch.bool) if kind != "tfidf" else (idf > 0).expand_as(x)
+    torch.testing.assert_close(back[keep], x[keep], rtol=1e-4, atol=1e-4)
+
+
+def test_depth_transform_removes_sequencing_depth():
+    x = torch.poisson(torch.rand(4, 1, 100) * 2)
+    scale = torch.tensor([30.0])
+    a = transforms.forward(x, "depth", scale)
+    b = transforms.forward(3 * x, "depth", scale)  # the same cells sequenced 3x deeper
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(transforms.forward(x, "log1p"), transforms.forward(3 * x, "log1p"))
+
+
+def test_idf_weights_rare_bins_up():
+    idf = transforms.inverse_frequency(np.array([10.0, 10.0, 1.0, 0.0]))
+    assert idf[2] > idf[0] == idf[1] and idf[3] == 0 and idf[:3].mean() > 0
+
+
+# ---------------------------------------------------------------------------- the model defaults
+def test_default_model_uses_data_statistics(small_adata):
+    m = cv.ConvNetVAE(small_adata)
+    c = m.module.config
+    assert c.architecture == auto_architecture(small_adata.n_vars)
+    assert c.input_transform == "depth" and c.bin_offsets
+    lib = np.asarray(small_adata.layers["ATAC"].sum(1)).ravel()
+    assert float(m.module.input_scale[0]) == pytest.approx(np.median(lib[lib > 0]))
+    tot = np.asarray(small_adata.layers["H3K27ac"].sum(0)).ravel()
+    prof = np.log((tot + 0.5) / (tot + 0.5).sum())
+    np.testing.assert_allclose(m.module.bin_offset[1].detach().numpy(), prof - prof.mean(), rtol=1e-5,
+                               atol=1e-5)
+
+
+def test_new_model_parts_survive_save_and_load(small_adata, tmp_path):
+    m = cv.ConvNetVAE(small_adata, input_transform="tfidf", n_hidden=16, n_latent=4)
+    m.train(max_epochs=1, batch_size=64, progress=False)
+    m.save(tmp_path / "m")
+    back = cv.ConvNetVAE.load(tmp_path / "m", small_adata)
+    for name in ("input_scale", "input_idf", "bin_offset"):
+        torch.testing.assert_close(getattr(back.module, name), getattr(m.module, name))
+    np.testing.assert_allclose(back.get_latent_representation(), m.get_latent_representation(),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_models_saved_before_these_settings_keep_the_paper_behaviour():
+    cfg = ModuleConfig(n_modalities=1, chrom_lengths=[50], n_batches=1)  # an old config's fields
+    vae = VAE(cfg)
+    assert cfg.input_transform == "log1p" and vae.bin_offset is None and vae.input_scale is None
+    assert "bin_offset" not in vae.state_dict()
+
+
+def test_paper_settings_are_reachable(small_adata):
+    m = cv.ConvNetVAE(small_adata, architecture="conv-k51s51", input_transform="log1p",
+                      bin_offsets=False, batch_offsets=False, chrom_aware=False)
+    c = m.module.config
+    assert (c.architecture, c.input_transform, c.bin_offsets, c.batch_offsets, c.chrom_aware) == (
+        "conv-k51s51", "log1p", False, False, False)
+    x = torch.tensor([[[0.0, 1.0, 3.0] + [0.0] * 597] * 3])
+    assert m.module.input_scale is None
+    torch.testing.assert_close(transforms.forward(x, c.input_transform), torch.log1p(x))
+
+
+def test_auto_architecture_from_the_number_of_bins():
+    assert auto_architecture(25_000) == "conv-k51s51"
+    assert auto_architecture(10_000) == "conv-k31s31"
+    assert auto_architecture(4_681) == "conv-k11s11"
+    assert auto_architecture(300) == "conv-k11s11"
+    assert resolve_architecture("AUTO", 25_000) == "conv-k51s51"
+    assert resolve_architecture("conv-k31s31", 25_000) == "conv-k31s31"
+
+
+def test_statistics_from_disk_equal_those_in_memory(small_adata, tmp_path):
+    from convnetvae.api import _data_statistics
+
+    path = tmp_path / "d.h5ad"
+    small_adata.write_h5ad(path)
+    disk = cv.data.read_backed(path)
+    mods = ["ATAC", "H3K27ac", "H3K27me3"]
+    for a, b in zip(_data_statistics(small_adata, mods), _data_statistics(disk, mods)):
+        np.testing.assert_allclose(a, b)
+    assert sp.issparse(small_adata.layers["ATAC"])
