@@ -45,6 +45,16 @@ def _source_for(adata: ad.AnnData, modalities: Sequence[str]) -> CountSource:
     return source_from_anndata(adata, modalities)
 
 
+def _warn_unobserved_cells(adata: ad.AnnData, rows: np.ndarray) -> None:
+    """Warn that cells with every modality masked (or empty) were embedded from no signal."""
+    if len(rows):
+        names = ", ".join(repr(str(n)) for n in adata.obs_names[np.sort(rows)[:3]])
+        warnings.warn(
+            f"{len(rows)} cell(s) have no observed modality (all masked or without counts), e.g. "
+            f"{names}: their embedding comes from their batch alone, not from data; drop them",
+            stacklevel=3)
+
+
 class ConvNetVAE:
     """ConvNet-VAE model over the bins of an AnnData set up with :meth:`setup_anndata`.
 
@@ -162,6 +172,11 @@ class ConvNetVAE:
     def _prepare(self, adata: ad.AnnData | None) -> tuple[ad.AnnData, CountSource, np.ndarray,
                                                           np.ndarray | None]:
         adata = self.adata if adata is None else adata
+        if adata is None:
+            raise ConvNetVAEError(
+                "this model was loaded without data: pass the cells, e.g. "
+                "model.get_latent_representation(adata), or load it with "
+                "ConvNetVAE.load(path, adata)")
         mods = self.modalities
         for m in mods:
             if m not in adata.layers:
@@ -315,10 +330,13 @@ class ConvNetVAE:
         loader, adata = self._loader(adata, batch_size)
         self.module.eval()
         out = np.zeros((adata.n_obs, self.module.config.n_latent), dtype=np.float32)
+        empty: list[np.ndarray] = []
         for mb in loader:
             mu, logvar = self.module.encode(mb.x, mb.batch, mb.mask)
             z = mu if give_mean else mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
             out[mb.index] = z.float().cpu().numpy()
+            empty.append(mb.index[~mb.mask.any(1).cpu().numpy()])
+        _warn_unobserved_cells(adata, np.concatenate(empty) if empty else np.zeros(0, int))
         return out
 
     @torch.no_grad()
