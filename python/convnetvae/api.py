@@ -215,7 +215,8 @@ class ConvNetVAE:
               stop_event: threading.Event | None = None, kl_warmup_epochs: int = 0,
               grad_clip: float | None = 100.0, weight_decay: float = 0.0,
               mixed_precision: bool = False, checkpoint_dir: str | os.PathLike | None = None,
-              checkpoint_every: int = 1, resume: bool = False, n_threads: int | None = None,
+              checkpoint_every: int = 1, resume: bool = False,
+              resume_allow_changes: bool = False, n_threads: int | None = None,
               shuffle_block_size: int | None = None, min_delta: float = 0.0,
               strategy: Strategy | None = None) -> ConvNetVAE:
         """Train the model (Adam, minibatches densified one at a time from sparse counts).
@@ -259,6 +260,11 @@ class ConvNetVAE:
             Write a checkpoint every this many epochs.
         resume
             Continue from the last checkpoint in checkpoint_dir.
+        resume_allow_changes
+            With resume: continue even though the data's counts or the run's settings differ
+            from the checkpoint's (the differences are recorded in train_config). Without it a
+            difference is an error naming it. The checkpoint's train/validation split and
+            random state are kept; a new lr or weight_decay is applied to the optimiser.
         n_threads
             CPU threads for torch (None: torch's choice).
         shuffle_block_size
@@ -308,6 +314,7 @@ class ConvNetVAE:
                                   "interrupted": trainer.interrupted,
                                   "best_epoch": trainer.best_epoch,
                                   "epochs_trained": len(hist),
+                                  "resumed_with_changes": trainer.resume_changes,
                                   **trainer.strategy.describe()})
         self.trainer_ = trainer
 
