@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -218,3 +219,31 @@ def test_ctrl_c_during_train_exits_130_and_keeps_previous_model(files, tmp_path)
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["train_config"]["interrupted"] is True and cfg["history"]
     assert cv.ConvNetVAE.load(out).is_trained
+
+
+# ---------------------------------------------------------------------- R's model.dir
+def test_r_model_dir_is_checked_before_any_work(tmp_path, monkeypatch):
+    import scipy.sparse as sp
+
+    import convnetvae.api as api
+    from convnetvae.errors import ConvNetVAEError
+    from convnetvae.r import bridge
+
+    (tmp_path / "file").write_text("")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(ConvNetVAEError, match="is a file"):
+        bridge.check_model_dir(tmp_path / "file")
+    with pytest.raises(ConvNetVAEError, match="holds no ConvNetVAE model"):
+        bridge.check_model_dir(tmp_path / "other")
+    with pytest.raises(ConvNetVAEError, match="directory path"):
+        bridge.check_model_dir("")
+    assert bridge.check_model_dir(tmp_path / "new" / "model") == str(tmp_path / "new" / "model")
+    assert not (tmp_path / "new").exists()  # checking creates nothing
+    # run_from_r checks it before rebinning or training, not after
+    monkeypatch.setattr(api.ConvNetVAE, "train", lambda *a, **k: pytest.fail("trained"))
+    names = [f"chr1-{i * 10000 + 1}-{(i + 1) * 10000}" for i in range(50)]
+    mats = {"ATAC": sp.csr_matrix(np.ones((10, 50)))}
+    with pytest.raises(ConvNetVAEError, match="is a file"):
+        bridge.run_from_r(mats, {"ATAC": names}, [f"c{i}" for i in range(10)], None, None,
+                          {"model_dir": str(tmp_path / "file"), "verbose": False})
