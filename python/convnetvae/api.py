@@ -414,6 +414,9 @@ class ConvNetVAE:
         """Save to a directory: ``config.json`` (versioned) and ``model.safetensors``.
 
         Neither file can execute code when loaded (the format: :mod:`convnetvae.model_format`).
+        The save is atomic: after a crash or kill, ``path`` holds the complete previous model or
+        the complete new one. ``overwrite=True`` replaces a saved model (or an empty directory),
+        never a file or a directory holding anything else.
         """
         config = {
             "module": self.module.config.to_dict(),
