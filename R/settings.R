@@ -165,6 +165,12 @@
       choices = NULL, formal = FALSE,
       doc = "Continue from the last checkpoint in checkpoint_dir."
     ),
+    `resume.allow.changes` = list(
+      name = "resume_allow_changes", type = "logical", optional = FALSE, default = FALSE,
+      min = NA, max = NA, min_open = FALSE, max_open = FALSE,
+      choices = NULL, formal = FALSE,
+      doc = "With resume: continue even though the data's counts or the run's settings differ from the checkpoint's (the differences are recorded in train_config)."
+    ),
     `n.threads` = list(
       name = "n_threads", type = "integer", optional = TRUE, default = NULL,
       min = 1.0, max = NA, min_open = FALSE, max_open = FALSE,
@@ -230,6 +236,7 @@
 #'   \item{\code{checkpoint.dir = NULL}}{Directory for resumable checkpoints (None = none).}
 #'   \item{\code{checkpoint.every = 1}}{Write a checkpoint every this many epochs.}
 #'   \item{\code{resume = FALSE}}{Continue from the last checkpoint in checkpoint_dir.}
+#'   \item{\code{resume.allow.changes = FALSE}}{With resume: continue even though the data's counts or the run's settings differ from the checkpoint's (the differences are recorded in train_config).}
 #'   \item{\code{n.threads = NULL}}{CPU threads for torch (None: torch's choice).}
 #'   \item{\code{shuffle.block.size = NULL}}{Shuffle blocks of this many consecutive cells instead of single cells, for long reads from disk (None: shuffle cells freely).}
 #' }

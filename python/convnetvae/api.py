@@ -56,6 +56,16 @@ def _data_statistics(adata: ad.AnnData, modalities: Sequence[str]
             np.array([library_scale(rows) for rows, _ in sums]))
 
 
+def _warn_unobserved_cells(adata: ad.AnnData, rows: np.ndarray) -> None:
+    """Warn that cells with every modality masked (or empty) were embedded from no signal."""
+    if len(rows):
+        names = ", ".join(repr(str(n)) for n in adata.obs_names[np.sort(rows)[:3]])
+        warnings.warn(
+            f"{len(rows)} cell(s) have no observed modality (all masked or without counts), e.g. "
+            f"{names}: their embedding comes from their batch alone, not from data; drop them",
+            stacklevel=3)
+
+
 class ConvNetVAE:
     """ConvNet-VAE model over the bins of an AnnData set up with :meth:`setup_anndata`.
 
@@ -185,6 +195,11 @@ class ConvNetVAE:
     def _prepare(self, adata: ad.AnnData | None) -> tuple[ad.AnnData, CountSource, np.ndarray,
                                                           np.ndarray | None]:
         adata = self.adata if adata is None else adata
+        if adata is None:
+            raise ConvNetVAEError(
+                "this model was loaded without data: pass the cells, e.g. "
+                "model.get_latent_representation(adata), or load it with "
+                "ConvNetVAE.load(path, adata)")
         mods = self.modalities
         for m in mods:
             if m not in adata.layers:
@@ -217,13 +232,15 @@ class ConvNetVAE:
 
     # ------------------------------------------------------------------ training
     def train(self, max_epochs: int | None = None, batch_size: int = 128,
-              lr: float | None = None, lr_schedule: str = "auto", validation_size: float = 0.1, early_stopping: bool = True, patience: int = 20,
+              lr: float | None = None, lr_schedule: str = "auto", validation_size: float = 0.1,
+              early_stopping: bool = True, patience: int = 20,
               seed: int | None = None, device: str = "auto", progress: bool = True,
               callback: Callable[[int, dict], None] | None = None,
               stop_event: threading.Event | None = None, kl_warmup_epochs: int = 0,
               grad_clip: float | None = 100.0, weight_decay: float = 0.0,
               mixed_precision: bool = False, checkpoint_dir: str | os.PathLike | None = None,
-              checkpoint_every: int = 1, resume: bool = False, n_threads: int | None = None,
+              checkpoint_every: int = 1, resume: bool = False,
+              resume_allow_changes: bool = False, n_threads: int | None = None,
               shuffle_block_size: int | None = None, min_delta: float = 0.0,
               strategy: Strategy | None = None) -> ConvNetVAE:
         """Train the model (Adam, minibatches densified one at a time from sparse counts).
@@ -275,6 +292,11 @@ class ConvNetVAE:
             Write a checkpoint every this many epochs.
         resume
             Continue from the last checkpoint in checkpoint_dir.
+        resume_allow_changes
+            With resume: continue even though the data's counts or the run's settings differ
+            from the checkpoint's (the differences are recorded in train_config). Without it a
+            difference is an error naming it. The checkpoint's train/validation split and
+            random state are kept; a new lr or weight_decay is applied to the optimiser.
         n_threads
             CPU threads for torch (None: torch's choice).
         shuffle_block_size
@@ -325,6 +347,7 @@ class ConvNetVAE:
                                   "best_epoch": trainer.best_epoch,
                                   "epochs_trained": len(hist),
                                   "plan": dataclasses.asdict(trainer.plan),
+                                  "resumed_with_changes": trainer.resume_changes,
                                   **trainer.strategy.describe()})
         self.trainer_ = trainer
 
@@ -347,10 +370,13 @@ class ConvNetVAE:
         loader, adata = self._loader(adata, batch_size)
         self.module.eval()
         out = np.zeros((adata.n_obs, self.module.config.n_latent), dtype=np.float32)
+        empty: list[np.ndarray] = []
         for mb in loader:
             mu, logvar = self.module.encode(mb.x, mb.batch, mb.mask)
             z = mu if give_mean else mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
             out[mb.index] = z.float().cpu().numpy()
+            empty.append(mb.index[~mb.mask.any(1).cpu().numpy()])
+        _warn_unobserved_cells(adata, np.concatenate(empty) if empty else np.zeros(0, int))
         return out
 
     @torch.no_grad()
@@ -421,6 +447,9 @@ class ConvNetVAE:
         """Save to a directory: ``config.json`` (versioned) and ``model.safetensors``.
 
         Neither file can execute code when loaded (the format: :mod:`convnetvae.model_format`).
+        The save is atomic: after a crash or kill, ``path`` holds the complete previous model or
+        the complete new one. ``overwrite=True`` replaces a saved model (or an empty directory),
+        never a file or a directory holding anything else.
         """
         config = {
             "module": self.module.config.to_dict(),

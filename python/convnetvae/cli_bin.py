@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     from .data.bins import select_top_bins
     from .data.fragments import read_fragments
     from .data.readers import read_counts
-    from .io_utils import atomic_path
+    from .io_utils import atomic_path, check_writable
 
     frags = _pairs(args.fragments, "--fragments")
     counts = _pairs(args.counts, "--counts")
@@ -111,6 +111,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix != ".h5ad":
         raise ConvNetVAEError(f"--out must end in .h5ad, got {str(out)!r}")
+    if args.bin_size is not None and args.bin_size <= 0:
+        raise ConvNetVAEError(f"--bin-size must be a positive number of bp, got {args.bin_size}")
+    check_writable(out, "--out")  # before any binning
     if frags:
         if not args.chrom_sizes:
             raise ConvNetVAEError("--chrom-sizes is required with --fragments (e.g. "
@@ -118,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         samples = args.samples.split(",") if args.samples else None
         adata = read_fragments(
             {m: (v if len(v) > 1 else v[0]) for m, v in frags.items()},
-            bin_size=args.bin_size or default(DataSettings, "bin_size"),
+            bin_size=default(DataSettings, "bin_size") if args.bin_size is None else args.bin_size,
             chrom_sizes=args.chrom_sizes,
             blacklist=args.blacklist,
             barcodes=args.barcodes,
@@ -173,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConvNetVAEError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(f"error: {exc.strerror or exc}: {exc.filename or ''}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import argparse
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import settings
+from . import model_format, settings
 from .settings import ModelSettings, TrainSettings
 
 
@@ -30,6 +30,9 @@ class TrainJob:
         Folder for the saved model.
     backed
         Leave the count layers on disk and read a minibatch at a time.
+    save_interrupted
+        When training is interrupted (Ctrl-C), save the partly trained model even over a
+        previous model at ``out`` (otherwise only where no model is yet).
     model, train
         Arguments of ``ConvNetVAE(...)`` and ``model.train(...)`` (the schema's settings).
     """
@@ -42,6 +45,7 @@ class TrainJob:
     backed: bool = False
     model: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
+    save_interrupted: bool = False
 
     def check(self) -> None:
         """Check the settings against the schema (before any process starts)."""
@@ -63,6 +67,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nproc", type=int, default=1,
                    help="data-parallel processes on this machine (torch.distributed)")
     p.add_argument("--out", required=True, help="folder for the saved model")
+    p.add_argument("--save-interrupted", action="store_true",
+                   help="after Ctrl-C, save the partly trained model even over a previous model "
+                        "at --out (default: keep the previous one)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -70,9 +77,29 @@ def job_from_args(args: argparse.Namespace) -> TrainJob:
     """The :class:`TrainJob` described by parsed ``convnetvae train`` arguments."""
     return TrainJob(data=args.data, modalities=[m for m in args.modalities.split(",") if m],
                     out=args.out, batch_key=args.batch_key, labels_key=args.labels_key,
-                    backed=bool(args.backed), model=settings.from_args(args, ModelSettings),
+                    backed=bool(args.backed),
+                    save_interrupted=bool(getattr(args, "save_interrupted", False)),
+                    model=settings.from_args(args, ModelSettings),
                     train={**settings.from_args(args, TrainSettings),
                            "progress": not args.quiet})
+
+
+def check_train_output(job: TrainJob, expected_bytes: int = 0) -> None:
+    """Check that the model can be saved at ``job.out`` before any work (a new or empty
+    directory, or a previous model; writable, with room for ``expected_bytes``)."""
+    from .io_utils import check_writable
+
+    model_format.check_destination(job.out, overwrite=True)
+    if expected_bytes:
+        check_writable(job.out, "--out", kind="dir", expected_bytes=expected_bytes)
+
+
+def _should_save(model: Any, job: TrainJob, had_model: bool) -> bool:
+    """An interrupted run is saved only if it trained an epoch, and over a previous model at
+    ``job.out`` only when asked (``--save-interrupted``)."""
+    if not model.train_config.get("interrupted"):
+        return True
+    return bool(model.history_) and (not had_model or job.save_interrupted)
 
 
 def run_train_job(job: TrainJob, strategy: Any = None) -> Any:
@@ -85,9 +112,12 @@ def run_train_job(job: TrainJob, strategy: Any = None) -> Any:
     ConvNetVAE.setup_anndata(adata, modalities=list(job.modalities), batch_key=job.batch_key,
                              labels_key=job.labels_key)
     model = ConvNetVAE(adata, **job.model)
+    check_train_output(job, expected_bytes=4 * model.n_parameters)
+    had_model = model_format.is_model_dir(job.out)
     model.train(strategy=strategy, **job.train)
-    if strategy is None or strategy.is_main:
-        model.save(job.out, overwrite=True)
+    model.saved_to_ = None  # where the model was saved (None: not saved)
+    if (strategy is None or strategy.is_main) and _should_save(model, job, had_model):
+        model.saved_to_ = model.save(job.out, overwrite=True)
     if strategy is not None and hasattr(strategy, "barrier"):
         strategy.barrier()
     return model

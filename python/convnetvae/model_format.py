@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from .errors import ConvNetVAEError
-from .io_utils import atomic_path, write_json
+from .io_utils import OLD_TAG, atomic_directory, check_writable, stale_siblings, write_json
 
 MODEL_FORMAT = 1
 CONFIG_FILE = "config.json"
@@ -82,8 +82,14 @@ def is_model_dir(path: str | os.PathLike) -> bool:
     return (Path(path) / CONFIG_FILE).exists()
 
 
-def write(path: str | os.PathLike, config: dict, state: dict, overwrite: bool = False) -> Path:
-    """Write a model directory: the weights first, then ``config.json`` (both atomically).
+def write(path: str | os.PathLike, config: dict, state: dict, overwrite: bool = False,
+          sidecars: dict[str, dict] | None = None) -> Path:
+    """Write a model directory atomically: all files go to a sibling temporary directory,
+    which then replaces ``path`` in one step.
+
+    After a crash or kill at any point ``path`` holds the complete previous model (or nothing, if
+    there was none) or the complete new one; a failed write (a full disk, a read-only file
+    system) leaves ``path`` untouched and no temporary files.
 
     Parameters
     ----------
@@ -91,17 +97,46 @@ def write(path: str | os.PathLike, config: dict, state: dict, overwrite: bool = 
         Everything but ``format`` and ``package``, which are added here.
     state
         The module's tensors (moved to CPU, contiguous).
+    overwrite
+        Replace an existing model at ``path`` (never a directory holding something else).
+    sidecars
+        A face's notes to save with the model (see :func:`write_sidecar`), ``{name: dict}``.
     """
     from safetensors.torch import save_file
 
     d = Path(path)
-    if d.exists() and any(d.iterdir()) and not overwrite:
-        raise ConvNetVAEError(f"{d} exists and is not empty; pass overwrite=True")
-    d.mkdir(parents=True, exist_ok=True)
+    check_destination(d, overwrite)
     state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    with atomic_path(d / WEIGHTS_FILE) as tmp:
-        save_file(state, str(tmp), metadata={"format": str(MODEL_FORMAT)})
-    write_json(d / CONFIG_FILE, {"format": MODEL_FORMAT, "package": "convnetvae", **config})
+    try:
+        with atomic_directory(d) as tmp:
+            save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": str(MODEL_FORMAT)})
+            write_json(tmp / CONFIG_FILE, {"format": MODEL_FORMAT, "package": "convnetvae",
+                                           **config})
+            for name, data in (sidecars or {}).items():
+                write_sidecar(tmp, name, data)
+    except OSError as err:
+        raise ConvNetVAEError(f"could not save the model to {str(d)!r}: {err.strerror or err}; "
+                              "nothing was changed there") from None
+    return d
+
+
+def check_destination(path: str | os.PathLike, overwrite: bool) -> Path:
+    """Check that a model can be saved at ``path`` (before the work that makes it).
+
+    ``path`` must be new, an empty directory, or (with ``overwrite``) a saved model; its parent
+    must be writable.
+    """
+    d = Path(path)
+    if d.exists() and not d.is_dir():
+        raise ConvNetVAEError(f"{str(d)!r} exists and is a file; give a directory for the model")
+    if d.is_dir() and any(d.iterdir()):
+        if not overwrite:
+            raise ConvNetVAEError(f"{d} exists and is not empty; pass overwrite=True")
+        if not is_model_dir(d):
+            raise ConvNetVAEError(
+                f"{str(d)!r} exists, is not empty and holds no ConvNetVAE model; refusing to "
+                "replace it: give a new or empty directory")
+    check_writable(d, "model directory", kind="dir")
     return d
 
 
@@ -110,8 +145,11 @@ def read(path: str | os.PathLike) -> SavedModel:
     d = Path(path)
     cfg_path = d / CONFIG_FILE
     if not d.is_dir() or not cfg_path.exists() or not (d / WEIGHTS_FILE).exists():
+        left = [p for p in stale_siblings(d) if OLD_TAG in p.name and is_model_dir(p)]
+        hint = (f"; a save that was killed left the previous model in {str(left[0])!r}: rename "
+                "it to restore it") if left and not d.exists() else ""
         raise ConvNetVAEError(f"{d} is not a saved ConvNetVAE model (expected a directory "
-                              f"with {CONFIG_FILE} and {WEIGHTS_FILE})")
+                              f"with {CONFIG_FILE} and {WEIGHTS_FILE}){hint}")
     try:
         config = json.loads(cfg_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:

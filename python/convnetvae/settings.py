@@ -35,8 +35,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .errors import ConvNetVAEError
-from .model.registry import (DEFAULT_ARCHITECTURE, INPUT_TRANSFORMS, LIKELIHOODS, check_architecture,
-                             preset_names)
+from .model.registry import DEFAULT_ARCHITECTURE, INPUT_TRANSFORMS, LIKELIHOODS, check_architecture, preset_names
 
 Names = Literal["python", "r", "cli"]
 
@@ -167,6 +166,9 @@ class TrainSettings:
         None, "Directory for resumable checkpoints (None = none).")
     checkpoint_every: int = setting(1, "Write a checkpoint every this many epochs.", min=1)
     resume: bool = setting(False, "Continue from the last checkpoint in checkpoint_dir.")
+    resume_allow_changes: bool = setting(
+        False, "With resume: continue even though the data's counts or the run's settings differ "
+        "from the checkpoint's (the differences are recorded in train_config).")
     n_threads: int | None = setting(None, "CPU threads for torch (None: torch's choice).",
                                     min=1)
     shuffle_block_size: int | None = setting(

@@ -7,13 +7,17 @@ held-out validation split and restores the best weights.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import hashlib
 import json
 import math
 import os
+import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -22,8 +26,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .data.loader import CountSource, MinibatchLoader
 from . import schedule
+from .data.loader import CountSource, MinibatchLoader
 from .errors import ConvNetVAEError
 from .io_utils import atomic_path, write_json
 from .model.vae import VAE
@@ -146,6 +150,8 @@ class Trainer:
         self.bad_epochs = 0
         self.start_epoch = 0
         self.lr_lowered = False
+        self.resume_changes: dict[str, dict] = {}  # what differs from the resumed checkpoint
+        self._fingerprint: dict | None = None
         self.net: torch.nn.Module = module  # what the steps run (a strategy may wrap the module)
         self.strategy.setup(self)
 
@@ -258,7 +264,8 @@ class Trainer:
         self.module.to(self.device)
         self.net = self.strategy.wrap(self)
         try:
-            return self._fit()
+            with checkpoint_lock(cfg.checkpoint_dir if self.is_main else None):
+                return self._fit()
         finally:
             self.net = self.module
 
@@ -463,6 +470,7 @@ def save_checkpoint(trainer: Trainer, directory: str | os.PathLike, epoch: int) 
         "lr_lowered": trainer.lr_lowered, "has_best": trainer.best_state is not None,
         "train_indices": trainer.train_idx.tolist(), "validation_indices": trainer.val_idx.tolist(),
         "config": asdict(trainer.config),
+        "fingerprint": run_fingerprint(trainer),
     }
     write_json(d / f"{stem}.json", meta)
     write_json(d / "latest.json", {"format": CHECKPOINT_FORMAT, "stem": stem, "epoch": epoch})
@@ -492,6 +500,11 @@ def load_checkpoint(trainer: Trainer, directory: str | os.PathLike) -> bool:
         raise ConvNetVAEError(f"checkpoint in {d} was written by a newer convnetvae (format "
                               f"{meta['format']}); upgrade convnetvae to resume it")
     model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    mine = {k: tuple(v.shape) for k, v in trainer.module.state_dict().items()}
+    if mine != {k: tuple(v.shape) for k, v in model_state.items()}:  # before changing anything
+        raise ConvNetVAEError(f"checkpoint in {d} does not match this model (other layers or "
+                              "shapes: another architecture or data shape)")
+    changes = check_same_run(trainer, meta, d)
     try:
         trainer.module.load_state_dict(model_state)
     except RuntimeError as err:
@@ -508,4 +521,188 @@ def load_checkpoint(trainer: Trainer, directory: str | os.PathLike) -> bool:
     trainer.lr_lowered = meta["lr_lowered"]
     trainer.lr_scale = 0.1 if trainer.lr_lowered else 1.0
     trainer.start_epoch = int(meta["epoch"])
+    _use_split(trainer, meta, d)
+    _apply_changes(trainer, changes)
     return True
+
+
+# ---------------------------------------------------------------------- same run on resume
+#: training settings that may change on resume without changing the run's numbers
+#: (``max_epochs``: a finished run may be continued for longer)
+RESUME_FREE_SETTINGS = frozenset({"max_epochs", "device", "progress", "n_threads",
+                                  "checkpoint_dir", "checkpoint_every", "resume",
+                                  "resume_allow_changes"})
+#: settings a resumed run applies when they changed (with ``resume_allow_changes``); the others
+#: cannot: the checkpoint's split and random state are kept
+_APPLIED_ON_RESUME = frozenset({"lr", "lr_schedule", "weight_decay", "batch_size", "patience",
+                                "min_delta",
+                                "early_stopping", "grad_clip", "kl_warmup_epochs",
+                                "mixed_precision", "shuffle_block_size"})
+
+
+def data_fingerprint(trainer: Trainer) -> dict[str, Any]:
+    """Cells, bins, modalities and checksums of the counts, batches and masks of a trainer's data.
+
+    One pass over the counts (a block of rows at a time; also for data on disk).
+    """
+    src, loader = trainer.source, trainer.train_loader
+    counts = hashlib.blake2b(digest_size=16)
+    for j in range(src.n_modalities):
+        for a in range(0, src.n_obs, 8192):
+            indptr, indices, data = src.csr_rows(j, np.arange(a, min(src.n_obs, a + 8192)))
+            for arr, dtype in ((np.diff(indptr), np.int64), (indices, np.int64),
+                               (data, np.float64)):
+                counts.update(np.ascontiguousarray(arr, dtype=dtype).tobytes())
+    labels = hashlib.blake2b(digest_size=16)
+    labels.update(np.ascontiguousarray(loader.batch_codes, dtype=np.int64).tobytes())
+    if loader.mask is not None:
+        labels.update(np.ascontiguousarray(loader.mask, dtype=np.uint8).tobytes())
+    return {"cells": int(src.n_obs), "bins": int(src.n_bins), "modalities": int(src.n_modalities),
+            "counts_checksum": counts.hexdigest(), "batches_and_mask_checksum": labels.hexdigest()}
+
+
+def run_fingerprint(trainer: Trainer) -> dict[str, dict]:
+    """What makes a run this run: its data and the settings that shape it (computed once)."""
+    if trainer._fingerprint is None:
+        shaping = {k: v for k, v in asdict(trainer.config).items()
+                   if k not in RESUME_FREE_SETTINGS}
+        trainer._fingerprint = {"data": data_fingerprint(trainer),
+                                "settings": json.loads(json.dumps(shaping, default=str))}
+    return trainer._fingerprint
+
+
+def check_same_run(trainer: Trainer, meta: dict, d: Path) -> dict[str, dict]:
+    """Compare a checkpoint's fingerprint with this run's; returns the allowed changes.
+
+    A difference is an error naming it, unless ``resume_allow_changes``; other cells can never
+    continue a run (its train/validation split is theirs).
+    """
+    saved = meta.get("fingerprint")
+    if not isinstance(saved, dict):
+        warnings.warn(f"checkpoint in {d} has no fingerprint (written by an older convnetvae): "
+                      "cannot check that it is of the same data and settings", stacklevel=4)
+        return {}
+    now = run_fingerprint(trainer)
+    changes: dict[str, dict] = {}
+    for part in ("data", "settings"):
+        old, new = saved.get(part) or {}, now[part]
+        for k in new:
+            if (k in old or part == "data") and old.get(k) != new[k]:
+                changes[k] = {"checkpoint": old.get(k), "now": new[k], "part": part}
+    if not changes:
+        return {}
+    listed = "; ".join(f"{v['part']} {k}: {v['checkpoint']!r} in the checkpoint, {v['now']!r} now"
+                       for k, v in changes.items())
+    if "cells" in changes:
+        raise ConvNetVAEError(
+            f"checkpoint in {d} is of another run ({listed}): its train/validation split is of "
+            f"{changes['cells']['checkpoint']} cells, so it cannot continue on these data; use "
+            "another checkpoint_dir to start a new run")
+    if not trainer.config.resume_allow_changes:
+        raise ConvNetVAEError(
+            f"checkpoint in {d} is of another run: {listed}. Resume with the same data and "
+            "settings, use another checkpoint_dir for a new run, or pass "
+            "resume_allow_changes=True to continue this run with the changes (recorded in "
+            "train_config)")
+    for k, v in changes.items():
+        v["applied"] = k in _APPLIED_ON_RESUME
+    return changes
+
+
+def _use_split(trainer: Trainer, meta: dict, d: Path) -> None:
+    """Continue with the checkpoint's own train/validation split."""
+    try:
+        tr = np.asarray(meta["train_indices"], dtype=np.int64)
+        va = np.asarray(meta["validation_indices"], dtype=np.int64)
+    except (KeyError, TypeError, ValueError):
+        raise ConvNetVAEError(f"checkpoint in {d} has no valid train/validation split") from None
+    n = trainer.source.n_obs
+    if len(tr) < 2 or (len(tr) and tr.max() >= n) or (len(va) and va.max() >= n) or min(
+            tr.min(initial=0), va.min(initial=0)) < 0:
+        raise ConvNetVAEError(f"checkpoint in {d}: its train/validation split does not fit "
+                              f"these {n} cells")
+    if np.array_equal(tr, trainer.train_idx) and np.array_equal(va, trainer.val_idx):
+        return
+    trainer.train_idx, trainer.val_idx = tr, va
+    trainer.train_loader.indices = tr
+    loader = trainer.train_loader
+    trainer.val_loader = MinibatchLoader(
+        trainer.source, loader.batch_codes, loader.mask, va, max(trainer.config.batch_size, 256),
+        shuffle=False, device=trainer.device) if len(va) else None
+    trainer.strategy.setup(trainer)  # a strategy's shards follow the split
+
+
+def _apply_changes(trainer: Trainer, changes: dict[str, dict]) -> None:
+    """Apply an allowed new weight decay to the restored optimiser (a new learning rate is
+    already the plan's: every step sets it from the schedule)."""
+    trainer.resume_changes = changes
+    if "weight_decay" in changes:
+        for group in trainer.optimizer.param_groups:
+            group["weight_decay"] = trainer.config.weight_decay
+
+
+# ---------------------------------------------------------------------- one trainer per directory
+LOCK_FILE = "training.lock"
+
+
+@contextlib.contextmanager
+def checkpoint_lock(directory: str | os.PathLike | None) -> Iterator[None]:
+    """Hold ``directory/training.lock`` while training, refusing a second trainer.
+
+    The lock (``flock``) is released by the system when the process dies, so a killed run never
+    leaves a stale lock. Once held, temporary files that killed runs left are removed.
+    """
+    if not directory:
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): no lock
+        yield
+        return
+    d = Path(directory)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        fd = _acquire(d / LOCK_FILE, fcntl)
+    except OSError as err:
+        raise ConvNetVAEError(f"checkpoint_dir {str(d)!r} cannot be used: {err.strerror or err}"
+                              ) from None
+    try:
+        remove_checkpoint_temporaries(d)
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(d / LOCK_FILE)
+        os.close(fd)
+
+
+def _acquire(path: Path, fcntl: Any) -> int:
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise ConvNetVAEError(
+                f"checkpoint_dir {str(path.parent)!r} is in use by another training run "
+                f"({holder}); wait for it to finish or use another checkpoint_dir") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:  # not a file the previous holder unlinked while we waited
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+            return fd
+        os.close(fd)
+
+
+def remove_checkpoint_temporaries(directory: str | os.PathLike) -> list[Path]:
+    """Delete temporary files that killed checkpoint writes left in ``directory``."""
+    gone = []
+    for p in Path(directory).glob(".*"):
+        if p.is_file() and p.name.startswith((".ckpt-", ".latest.")):
+            p.unlink(missing_ok=True)
+            gone.append(p)
+    return gone

@@ -200,10 +200,37 @@ def read_h5ad(path: str | os.PathLike, backed: bool = False) -> ad.AnnData:
     if backed:
         return read_backed(path)
     _require_file(str(path))
+    if _float16_layers(str(path)):  # scipy.sparse has no float16: anndata cannot read them
+        return _read_converting_float16(str(path))
     try:
         return ad.read_h5ad(path)
     except OSError as err:
         raise ConvNetVAEError(f"{path} is not a readable h5ad (HDF5) file: {err}") from None
+
+
+def _float16_layers(path: str) -> list[str]:
+    """Sparse layers of an h5ad whose values are stored as float16."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            layers = f["layers"] if "layers" in f else {}
+            return [k for k, g in layers.items() if isinstance(g, h5py.Group)
+                    and "data" in g and g["data"].dtype == np.float16]
+    except OSError as err:
+        raise ConvNetVAEError(f"{path} is not a readable h5ad (HDF5) file: {err}") from None
+
+
+def _read_converting_float16(path: str) -> ad.AnnData:
+    """Read an h5ad into memory, converting float16 sparse layers to float32 (exact for counts)."""
+    adata = read_backed(path)
+    for name, x in list(adata.layers.items()):
+        if is_disk_matrix(x):
+            g = x.group
+            cls = sp.csr_matrix if _encoding(g) == "csr_matrix" else sp.csc_matrix
+            adata.layers[name] = cls((np.asarray(g["data"][:], dtype=np.float32), g["indices"][:],
+                                      g["indptr"][:]), shape=tuple(int(v) for v in g.attrs["shape"]))
+    return adata
 
 
 def source_from_anndata(adata: ad.AnnData, modalities: Sequence[str]) -> CountSource:

@@ -13,6 +13,7 @@ underscore ``chr1_0_10000``  0-based, half-open (ChromSCape, GEO tables)
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Literal
 
@@ -248,7 +249,33 @@ def blacklist_bins(bins: pd.DataFrame, blacklist: BedLike | None) -> np.ndarray:
     if blacklist is None:
         return np.zeros(len(bins), dtype=bool)
     bl = read_blacklist(blacklist)
+    check_blacklist_names(bins, bl)
     return overlaps_intervals(bins, bl)
+
+
+def _bare(name: str) -> str:
+    return name[3:] if name.lower().startswith("chr") else name
+
+
+def check_blacklist_names(bins: pd.DataFrame, blacklist: pd.DataFrame) -> None:
+    """Refuse a blacklist whose chromosome names match none of the bins' (``1`` vs ``chr1``).
+
+    Such a blacklist would remove nothing. When the names differ only by a ``chr`` prefix it is an
+    error; otherwise (a blacklist of other chromosomes) a warning. Both name the names on each side.
+    """
+    if len(blacklist) == 0 or len(bins) == 0:
+        return
+    ours = list(dict.fromkeys(bins["chrom"].astype(str)))
+    theirs = list(dict.fromkeys(blacklist["chrom"].astype(str)))
+    if set(ours) & set(theirs):
+        return
+    msg = (f"the blacklist's chromosome names ({', '.join(theirs[:5])}"
+           f"{', ...' if len(theirs) > 5 else ''}) match none of the genome's ({', '.join(ours[:5])}"
+           f"{', ...' if len(ours) > 5 else ''}), so it would remove no bin")
+    if {_bare(c).lower() for c in ours} & {_bare(c).lower() for c in theirs}:
+        raise ConvNetVAEError(msg + ": the names differ by a 'chr' prefix. Use the blacklist of "
+                              "the same genome annotation (UCSC 'chr1' or Ensembl '1' names)")
+    warnings.warn(msg + ": is it the blacklist of another genome build?", stacklevel=3)
 
 
 def target_bins(

@@ -89,8 +89,8 @@ def check_var_coordinates(var: pd.DataFrame, what: str = "adata.var") -> list[st
 
 def _check_values(data: np.ndarray, name: str) -> None:
     """Raise a clear error unless ``data`` are finite non-negative integers."""
-    if not np.issubdtype(data.dtype, np.number):
-        raise ConvNetVAEError(f"layer {name!r} is not numeric (dtype {data.dtype})")
+    if not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
+        raise ConvNetVAEError(f"layer {name!r} is not real numbers (dtype {data.dtype})")
     if not data.size:
         return
     if np.issubdtype(data.dtype, np.floating):
@@ -118,8 +118,14 @@ def check_counts(x: Any, name: str) -> Any:
         return x
     data = np.asarray(x.data if sp.issparse(x) else x)
     _check_values(data, name)
+    if data.dtype == np.float16:  # scipy.sparse has no float16; counts fit float32 exactly
+        data = data.astype(np.float32)
     if sp.issparse(x):
-        return x.tocsr() if not sp.isspmatrix_csr(x) else x
+        csr = x.tocsr() if not sp.isspmatrix_csr(x) else x
+        if not csr.has_canonical_format:  # duplicate (cell, bin) entries are summed, not lost
+            csr = csr.copy() if csr is x else csr
+            csr.sum_duplicates()
+        return csr
     return sp.csr_matrix(data)
 
 

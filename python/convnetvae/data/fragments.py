@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
+import itertools
 import os
 import re
 import shutil
 import subprocess
+import warnings
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -33,10 +36,20 @@ import scipy.sparse as sp
 from ..errors import ConvNetVAEError
 from .bins import blacklist_bins
 from .contract import build
-from .genome import BedLike, ChromSizesLike, check_bin_size, make_bins, read_chrom_sizes
+from .genome import (
+    BedLike,
+    ChromSizesLike,
+    check_bin_size,
+    check_input_file,
+    iter_text_lines,
+    make_bins,
+    read_chrom_sizes,
+)
 
 PathLike = str | os.PathLike
 FRAGMENTS_KEY = "convnetvae_fragments"
+#: longest fragment line accepted (real ones are under 200 bytes); bounds the parser's memory
+MAX_FRAGMENT_LINE_BYTES = 4096
 _N_EXTRA = 8  # sentinel columns catching lines with too many fields when skipping malformed lines
 
 
@@ -122,23 +135,48 @@ class _Source:
 
 def _peek_layout(path: Path) -> tuple[int, int]:
     """(number of leading '#' header lines, number of tab-separated fields of the first line)."""
-    opener = gzip.open if _is_gzip(path) else open
     n_header = 0
-    try:
-        with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("#"):
-                    n_header += 1
-                    continue
-                if not line.strip():
-                    n_header += 1
-                    continue
-                return n_header, len(line.rstrip("\n").split("\t"))
-    except (EOFError, OSError, zlib.error) as exc:
-        raise ConvNetVAEError(
-            f"fragment file {str(path)!r} cannot be read as gzip: {exc}; it may be truncated or "
-            "not a fragment file") from None
+    for _lineno, line in iter_text_lines(path, "fragment file", MAX_FRAGMENT_LINE_BYTES):
+        if line.startswith("#") or not line.strip():
+            n_header += 1
+            continue
+        return n_header, len(line.rstrip("\r\n").split("\t"))
     raise ConvNetVAEError(f"fragment file {str(path)!r} contains no fragments (empty file)")
+
+
+class _LineLimit(io.RawIOBase):
+    """A byte stream that fails when a line is longer than ``limit`` bytes.
+
+    The parser reads its input in large blocks and keeps a partial line until its end arrives,
+    so a file without newlines (or a decompression bomb of one endless line) would otherwise be
+    held whole in memory before any error.
+    """
+
+    def __init__(self, stream: Any, limit: int, path: Path) -> None:
+        super().__init__()
+        self.stream, self.limit, self.path = stream, limit, path
+        self.run = 0  # bytes since the last newline
+        self.lineno = 1
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        data = self.stream.read(len(buf))
+        n = len(data)
+        buf[:n] = data
+        nl = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
+        if len(nl):
+            longest = max(self.run + int(nl[0]), int(np.diff(nl).max(initial=0)) - 1)
+            self.run = n - int(nl[-1]) - 1
+        else:
+            longest = self.run = self.run + n
+        if longest > self.limit:
+            raise ConvNetVAEError(
+                f"fragment file {str(self.path)!r}: a line after line {self.lineno} is longer than "
+                f"{self.limit} bytes; this is not a fragment file (binary data, or no line breaks)")
+        self.lineno += len(nl)
+        return n
 
 
 # --------------------------------------------------------------------------------------------
@@ -221,8 +259,7 @@ class _FileCounter:
 
     def __init__(self, path: Path, genome: _Genome, resolve: Callable[[str], str | None],
                  skip_malformed: bool, unknown_chroms: str) -> None:
-        if not path.exists():
-            raise ConvNetVAEError(f"fragment file not found: {str(path)!r}")
+        check_input_file(path, "fragment file")
         self.path, self.genome, self.resolve = path, genome, resolve
         self.skip_malformed, self.unknown_chroms = skip_malformed, unknown_chroms
         self.n_header, self.n_fields = _peek_layout(path)
@@ -249,9 +286,10 @@ class _FileCounter:
         src = _Source(self.path)
         rows_before = last_pos = 0
         try:
+            stream = io.BufferedReader(_LineLimit(src.stream, MAX_FRAGMENT_LINE_BYTES, self.path))
             reader = pd.read_csv(
-                src.stream, sep="\t", header=None, names=self.names,
-                skiprows=self.n_header, chunksize=chunk_size, engine="c",
+                stream, sep="\t", header=None, names=self.names,
+                skiprows=self.n_header, chunksize=chunk_size, engine="c", encoding="utf-8",
                 quoting=csv.QUOTE_NONE, dtype={"f0": str, "f3": str}, skip_blank_lines=False,
                 na_filter=True, keep_default_na=False, na_values=[""], low_memory=True,
             )
@@ -279,10 +317,16 @@ class _FileCounter:
             raise ConvNetVAEError(
                 f"fragment file {str(self.path)!r} is a truncated or corrupt gzip file ({exc}); "
                 "re-download or re-create it") from None
+        except UnicodeDecodeError as exc:
+            src.close()
+            raise ConvNetVAEError(
+                f"fragment file {str(self.path)!r} is not UTF-8 text ({exc.reason}); save it as "
+                "UTF-8") from None
         except BaseException:
             src.close()
             raise
         n = len(self.cell_ids)
+        self.stats["example_barcodes"] = list(itertools.islice(self.bc_index, 3))
         return self.acc.result(n), self.cell_ids, self.frag_per_cell[:n], self.stats
 
     # ---- one chunk -----------------------------------------------------------------------
@@ -430,12 +474,8 @@ def _count_file(path: Path, genome: _Genome, resolve: Callable[[str], str | None
 
 def _read_list(x: Any, what: str) -> list[str]:
     if isinstance(x, (str, os.PathLike)):
-        p = Path(x)
-        if not p.exists():
-            raise ConvNetVAEError(f"{what} file not found: {str(p)!r}")
-        opener = gzip.open if _is_gzip(p) else open
-        with opener(p, "rt") as fh:
-            return [ln.split()[0] for ln in fh if ln.strip() and not ln.startswith("#")]
+        return [ln.split()[0] for _, ln in iter_text_lines(x, f"{what} file")
+                if ln.strip() and not ln.startswith("#")]
     return [str(v) for v in x]
 
 
@@ -444,20 +484,15 @@ def _read_map(x: Any, modality: str) -> dict[str, str]:
         return {str(k): str(v) for k, v in x.items()}
     if isinstance(x, pd.Series):
         return {str(k): str(v) for k, v in x.items()}
-    p = Path(x)
-    if not p.exists():
-        raise ConvNetVAEError(f"barcode map for modality {modality!r}: file not found {str(p)!r}")
-    opener = gzip.open if _is_gzip(p) else open
     out = {}
-    with opener(p, "rt") as fh:
-        for lineno, ln in enumerate(fh, start=1):
-            if not ln.strip() or ln.startswith("#"):
-                continue
-            f = ln.split()
-            if len(f) < 2:
-                raise ConvNetVAEError(
-                    f"barcode map {str(p)!r}, line {lineno}: expected 'modality_barcode cell_id'")
-            out[f[0]] = f[1]
+    for lineno, ln in iter_text_lines(x, f"barcode map for modality {modality!r}"):
+        if not ln.strip() or ln.startswith("#"):
+            continue
+        f = ln.split()
+        if len(f) < 2:
+            raise ConvNetVAEError(
+                f"barcode map {str(x)!r}, line {lineno}: expected 'modality_barcode cell_id'")
+        out[f[0]] = f[1]
     return out
 
 
@@ -574,6 +609,8 @@ def read_fragments(
     # 2. count every file
     per_mod, file_stats = _count_files(files, samples, genome, maps, wanted, skip_malformed,
                                        unknown_chroms, chunk_size, progress)
+    if wanted is not None:
+        _warn_unmatched_barcodes(wanted, per_mod)
     # 3. the cells (observed in some modality, or in all with drop_incomplete) and their counts
     observed, per_sample, cell_index = _select_cells(per_mod, mins, modalities, len(samples),
                                                      drop_incomplete)
@@ -612,8 +649,7 @@ def _files_and_samples(fragments: Mapping[str, Any], samples: Sequence[str] | No
             raise ConvNetVAEError(f"fragments[{m!r}] is an empty list of files")
         files[str(m)] = [Path(p) for p in lst]
         for p in files[str(m)]:
-            if not p.exists():
-                raise ConvNetVAEError(f"fragment file for modality {m!r} not found: {str(p)!r}")
+            check_input_file(p, f"fragment file for modality {m!r}")
     counts = {len(v) for v in files.values()}
     if len(counts) != 1:
         raise ConvNetVAEError(
@@ -656,7 +692,7 @@ def _count_files(files: Mapping[str, list[Path]], samples: list[str], genome: _G
                 counts, ids, nfrag, st = _count_file(
                     path, genome, resolve, skip_malformed, unknown_chroms, chunk_size, pbar)
                 st.update({"modality": m, "sample": samples[si]})
-                _check_counted(path, m, st)
+                _check_counted(path, m, st, wanted, maps.get(m))
                 file_stats.append(st)
                 per_mod[m].append((counts, ids, nfrag))
     finally:
@@ -665,18 +701,43 @@ def _count_files(files: Mapping[str, list[Path]], samples: list[str], genome: _G
     return per_mod, file_stats
 
 
-def _check_counted(path: Path, m: str, st: dict) -> None:
+def _examples(values: Any, n: int = 3) -> str:
+    return ", ".join(repr(v) for v in itertools.islice(values, n))
+
+
+def _check_counted(path: Path, m: str, st: dict, wanted: set[str] | None,
+                   bmap: Mapping[str, str] | None) -> None:
+    seen = st.pop("example_barcodes", [])
     if st["n_lines"] == 0:
         raise ConvNetVAEError(f"fragment file {str(path)!r} contains no fragments")
     if st["n_fragments"] == 0:
+        lists = "; ".join(f"{what} has e.g. {_examples(sorted(v))}"
+                          for what, v in (("the barcodes list", wanted), ("the barcode map", bmap))
+                          if v)
         raise ConvNetVAEError(
             f"fragment file {str(path)!r} ({m}): none of its {st['n_lines']} fragments "
             "was counted: "
-            + ("no barcode matches the barcodes list / barcode map"
+            + (f"no barcode matches the barcodes list / barcode map (the file has e.g. "
+               f"{_examples(seen)}; {lists})"
                if st["n_unwanted_barcode"] else
                "all lie on excluded chromosomes or are malformed")
             + ". Check barcodes (e.g. the '-1' suffix, sample prefixes "
             "'sample#barcode' with several samples), barcode_maps and chrom_sizes")
+
+
+def _warn_unmatched_barcodes(wanted: set[str], per_mod: Mapping[str, list[tuple]]) -> None:
+    """Warn when barcodes of the list match no cell of any fragment file."""
+    found: set[str] = set()
+    for entries in per_mod.values():
+        for _counts, ids, _nfrag in entries:
+            found.update(ids)
+    missing = wanted - found
+    if missing:
+        warnings.warn(
+            f"{len(missing)} of the {len(wanted)} barcodes in the barcodes list match no cell of "
+            f"any fragment file (e.g. {_examples(sorted(missing))}; cells found include "
+            f"{_examples(sorted(found))}); check the '-1' suffix and 'sample#barcode' prefixes",
+            stacklevel=3)
 
 
 def _select_cells(per_mod: Mapping[str, list[tuple]], mins: Mapping[str, int],

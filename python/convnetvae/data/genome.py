@@ -7,11 +7,12 @@ Nothing here downloads anything: chromosome sizes and blacklists come from files
 from __future__ import annotations
 
 import gzip
-import io
 import os
 import re
-from collections.abc import Iterable, Mapping
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -74,15 +75,93 @@ def is_main_chromosome(name: str) -> bool:
     return True
 
 
-def _open_text(path: str | os.PathLike) -> io.TextIOBase:
-    path = Path(path)
-    if not path.exists():
-        raise ConvNetVAEError(f"file not found: {str(path)!r}")
-    with open(path, "rb") as fh:
-        magic = fh.read(2)
-    if magic == b"\x1f\x8b":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return open(path, encoding="utf-8")
+#: longest line accepted in a text input (chrom sizes, BED, barcode lists and maps): a longer one
+#: means a binary file, a file without newlines or a decompression bomb, never a real line
+MAX_LINE_BYTES = 1 << 16
+
+
+def check_input_file(path: str | os.PathLike, what: str) -> Path:
+    """``path`` as a :class:`Path` if it is an existing regular file, else a clear error."""
+    p = Path(path)
+    if not p.exists():
+        raise ConvNetVAEError(f"{what} not found: {str(p)!r}")
+    if p.is_dir():
+        raise ConvNetVAEError(f"{what} {str(p)!r} is a directory; give the file itself")
+    if not os.access(p, os.R_OK):
+        raise ConvNetVAEError(f"{what} {str(p)!r} is not readable (permission denied)")
+    return p
+
+
+def check_text_start(head: bytes, what: str, path: str | os.PathLike) -> bytes:
+    """Reject UTF-16/32 and binary text by its first bytes; drop a UTF-8 byte-order mark."""
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ConvNetVAEError(
+            f"{what} {str(path)!r} is UTF-16 text; save it as UTF-8 (e.g. iconv -f UTF-16 -t UTF-8)")
+    if b"\x00" in head:
+        raise ConvNetVAEError(f"{what} {str(path)!r} contains NUL bytes: it is binary or UTF-16 "
+                              "text, not a UTF-8 text file")
+    return head[3:] if head.startswith(b"\xef\xbb\xbf") else head
+
+
+def iter_text_lines(path: str | os.PathLike, what: str,
+                    max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[tuple[int, str]]:
+    """``(line number, line)`` of a UTF-8 text file, gzipped or not, with clear errors.
+
+    A directory, a file that is not readable, UTF-16 or binary text, a damaged gzip stream and a
+    line longer than ``max_line_bytes`` raise :class:`ConvNetVAEError` naming ``what`` and the
+    file; a UTF-8 byte-order mark is dropped. Memory stays bounded by one line.
+    """
+    p = check_input_file(path, what)
+    try:
+        raw = open(p, "rb")
+    except OSError as err:
+        raise ConvNetVAEError(f"{what} {str(p)!r} cannot be read: {err.strerror}") from None
+    with raw:
+        fh: Any = gzip.GzipFile(fileobj=raw, mode="rb") if raw.read(2) == b"\x1f\x8b" else raw
+        raw.seek(0)
+        lineno = 0
+        try:
+            while True:
+                line = fh.readline(max_line_bytes + 1)
+                if not line:
+                    return
+                lineno += 1
+                if len(line) > max_line_bytes:
+                    raise ConvNetVAEError(
+                        f"{what} {str(p)!r}, line {lineno}: longer than {max_line_bytes} bytes "
+                        "(a binary file, or a file without line breaks?)")
+                if lineno == 1:
+                    line = check_text_start(line, what, p)
+                yield lineno, line.decode("utf-8")
+        except (OSError, EOFError, zlib.error) as err:
+            raise ConvNetVAEError(f"{what} {str(p)!r} is a truncated or corrupt gzip file "
+                                  f"({err})") from None
+        except UnicodeDecodeError as err:
+            raise ConvNetVAEError(f"{what} {str(p)!r}, line {lineno}: not UTF-8 text ({err.reason} "
+                                  f"at byte {err.start})") from None
+
+
+def _read_sizes_file(path: str | os.PathLike) -> pd.Series:
+    """The ``chrom length`` rows of a sizes file; a chromosome listed twice is an error."""
+    rows: dict[str, int] = {}
+    where: dict[str, int] = {}
+    for lineno, line in iter_text_lines(path, "chrom sizes file"):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = line.split()
+        if len(fields) < 2 or not fields[1].isdigit():
+            raise ConvNetVAEError(
+                f"chrom sizes file {str(path)!r}, line {lineno}: expected 'chrom<TAB>length', "
+                f"got {line[:80]!r}")
+        if fields[0] in rows:
+            raise ConvNetVAEError(
+                f"chrom sizes file {str(path)!r}: chromosome {fields[0]!r} is listed twice (lines "
+                f"{where[fields[0]]} and {lineno}); keep one line per chromosome")
+        rows[fields[0]], where[fields[0]] = int(fields[1]), lineno
+    if not rows:
+        raise ConvNetVAEError(f"chrom sizes file {str(path)!r} has no chromosomes")
+    return pd.Series(rows)
 
 
 def read_chrom_sizes(
@@ -112,22 +191,10 @@ def read_chrom_sizes(
     elif isinstance(chrom_sizes, Mapping):
         sizes = pd.Series(dict(chrom_sizes))
     else:
-        with _open_text(chrom_sizes) as fh:
-            rows = []
-            for lineno, line in enumerate(fh, start=1):
-                line = line.strip()
-                if not line or line.startswith("#"):
-                    continue
-                fields = line.split()
-                if len(fields) < 2 or not fields[1].isdigit():
-                    raise ConvNetVAEError(
-                        f"chrom sizes file {str(chrom_sizes)!r}, line {lineno}: expected "
-                        f"'chrom<TAB>length', got {line[:80]!r}"
-                    )
-                rows.append((fields[0], int(fields[1])))
-        if not rows:
-            raise ConvNetVAEError(f"chrom sizes file {str(chrom_sizes)!r} has no chromosomes")
-        sizes = pd.Series(dict(rows))
+        sizes = _read_sizes_file(chrom_sizes)
+    if sizes.index.has_duplicates:
+        raise ConvNetVAEError(f"chrom_sizes lists chromosome "
+                              f"{sizes.index[sizes.index.duplicated()][0]!r} twice")
     try:
         sizes = sizes.astype(np.int64)
     except (TypeError, ValueError) as exc:
@@ -172,20 +239,19 @@ def read_bed(bed: BedLike, name: str = "BED file") -> pd.DataFrame:
             raise ConvNetVAEError(f"{name}: DataFrame lacks columns {sorted(missing)}")
         df = bed[["chrom", "start", "end"]].copy()
     else:
-        with _open_text(bed) as fh:
-            rows = []
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip() or line.startswith(("#", "track", "browser")):
-                    continue
-                f = line.rstrip("\n").split("\t")
-                if len(f) < 3:
-                    f = line.split()
-                if len(f) < 3 or not f[1].isdigit() or not f[2].isdigit():
-                    raise ConvNetVAEError(
-                        f"{name} {str(bed)!r}, line {lineno}: expected 'chrom start end' with "
-                        f"integer coordinates, got {line.strip()[:80]!r}"
-                    )
-                rows.append((f[0], int(f[1]), int(f[2])))
+        rows = []
+        for lineno, line in iter_text_lines(bed, name):
+            if not line.strip() or line.startswith(("#", "track", "browser")):
+                continue
+            f = line.rstrip("\r\n").split("\t")
+            if len(f) < 3:
+                f = line.split()
+            if len(f) < 3 or not f[1].isdigit() or not f[2].isdigit():
+                raise ConvNetVAEError(
+                    f"{name} {str(bed)!r}, line {lineno}: expected 'chrom start end' with "
+                    f"integer coordinates, got {line.strip()[:80]!r}"
+                )
+            rows.append((f[0], int(f[1]), int(f[2])))
         df = pd.DataFrame(rows, columns=["chrom", "start", "end"])
     df["chrom"] = df["chrom"].astype(str)
     df["start"] = df["start"].astype(np.int64)

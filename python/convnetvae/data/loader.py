@@ -53,6 +53,19 @@ class InMemorySource:
         return indptr, mat.indices[pos], mat.data[pos]
 
 
+def _sum_duplicates(r: np.ndarray, indices: np.ndarray, data: np.ndarray, g: int
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sum entries with the same (row, bin): a non-canonical CSR matrix may hold several.
+
+    Canonical input (sorted, unique bins within each row) passes through after one O(nnz) check.
+    """
+    key = r.astype(np.int64) * g + indices
+    if len(key) < 2 or bool((key[1:] > key[:-1]).all()):
+        return r, indices, data
+    uniq, inverse = np.unique(key, return_inverse=True)
+    return uniq // g, uniq % g, np.bincount(inverse, weights=np.asarray(data, np.float64))
+
+
 def densify(source: CountSource, rows: np.ndarray, out: np.ndarray | None = None,
             log_factorials: np.ndarray | None = None) -> np.ndarray:
     """Dense float32 (len(rows), M, G) array of the given rows.
@@ -72,6 +85,7 @@ def densify(source: CountSource, rows: np.ndarray, out: np.ndarray | None = None
         indptr, indices, data = source.csr_rows(j, rows)
         lengths = np.diff(indptr)
         r = np.repeat(np.arange(b), lengths)
+        r, indices, data = _sum_duplicates(r, indices, data, g)
         flat[r, j * g + indices] = data
         if log_factorials is not None:
             log_factorials[:, j] = np.bincount(r, weights=gammaln(np.asarray(data, np.float64)

@@ -187,7 +187,7 @@ def _programs(rng: np.random.Generator, n_bins: int, n_types: int, modalities: S
     """Cell-type programs: per modality, a normalised signal over bins for every type."""
     n_lineages = max(1, int(round(np.sqrt(n_types))))
     lineage_of_type = np.arange(n_types) % n_lineages
-    n_loci = max(8, n_bins // 40)
+    n_loci = min(n_bins, max(8, n_bins // 40))  # tiny genomes: at most every bin
     # constitutive loci shared by all types, lineage loci, and type-specific loci
     shared = rng.choice(n_bins, size=n_loci, replace=False)
     lineage_loci = [rng.choice(n_bins, size=n_loci, replace=False) for _ in range(n_lineages)]
@@ -206,7 +206,7 @@ def _programs(rng: np.random.Generator, n_bins: int, n_types: int, modalities: S
             if kind == "punctate":
                 width = 1 if m == "ATAC" else 3
                 if width > 1:
-                    act = np.convolve(act, np.array([0.5, 1.0, 0.5]), mode="same")
+                    act = np.convolve(act, np.array([0.5, 1.0, 0.5]), mode="same")[:n_bins]
                 signal = base * (0.15 + act)
             else:
                 # broad domains over loci active in *other* lineages/types (silenced here)
@@ -217,7 +217,8 @@ def _programs(rng: np.random.Generator, n_bins: int, n_types: int, modalities: S
                 for lin in range(n_lineages):
                     if lin != lineage_of_type[t]:
                         np.add.at(rep, lineage_loci[lin], 1.0)
-                dom = np.convolve(rep, np.ones(31) / 31, mode="same")
+                w = min(31, n_bins)  # "same" returns max(len) values: keep the kernel shorter
+                dom = np.convolve(rep, np.ones(w) / w, mode="same")
                 signal = base * (0.2 + 4.0 * dom) * np.exp(-0.5 * act)
             prof[t] = signal / signal.sum()
         profiles[m] = prof
@@ -232,7 +233,7 @@ def _batch_effects(rng: np.random.Generator, n_bins: int, n_batches: int,
     program, like FRiP) per batch."""
     bias = {m: np.stack([np.exp(batch_strength * 0.35 * _smooth(rng, n_bins, 20))
                          for _ in range(n_batches)]) for m in modalities}
-    peaks = {m: [rng.choice(n_bins, size=max(2, n_loci // 10), replace=False)
+    peaks = {m: [rng.choice(n_bins, size=min(n_bins, max(2, n_loci // 10)), replace=False)
                  for _ in range(n_batches)] for m in modalities}
     depth = np.exp(batch_strength * 0.4 * rng.standard_normal(n_batches))
     snr = np.exp(batch_strength * 0.08 * rng.standard_normal(n_batches))

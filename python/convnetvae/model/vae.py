@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConvNetVAEError
-from .likelihoods import LIKELIHOODS, log_factorial_sum, nb_log_prob, poisson_log_prob
 from . import transforms
+from .likelihoods import LIKELIHOODS, log_factorial_sum, nb_log_prob, poisson_log_prob
 from .registry import family_of, parse_architecture
 
 LOGVAR_MIN, LOGVAR_MAX = -15.0, 10.0

@@ -228,6 +228,8 @@ def run_from_r(matrices: Mapping[str, Any], feature_names: Mapping[str, Sequence
 
     cfg = dict(config or {})
     model_kw, train_kw, data, extra = _settings_from_r(cfg)
+    if cfg.get("model_dir"):
+        check_model_dir(cfg["model_dir"])  # before any work, not after training
     bin_size, n_bins = data["bin_size"], data["n_bins"]
     adata = inputs_to_anndata(matrices, feature_names, cell_names, obs, bin_size=bin_size,
                               blacklist=cfg.get("blacklist"), n_bins=n_bins)
@@ -277,6 +279,17 @@ def _version() -> str:
     from .. import __version__
 
     return str(__version__)
+
+
+def check_model_dir(model_dir: str | os.PathLike) -> str:
+    """Check that R's ``model.dir`` can receive a model, before any work; returns its path.
+
+    It must be new, empty or hold a saved model (replaced), and be writable; otherwise a
+    :class:`ConvNetVAEError` says why (a file, another directory's contents, a read-only disk).
+    """
+    if not isinstance(model_dir, (str, os.PathLike)) or not str(model_dir):
+        raise ConvNetVAEError("model.dir must be a directory path (a character string)")
+    return str(model_format.check_destination(model_dir, overwrite=True))
 
 
 def _save(model: Any, d: Path, full_config: dict) -> None:
