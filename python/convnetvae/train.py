@@ -566,6 +566,8 @@ def run_fingerprint(trainer: Trainer) -> dict[str, dict]:
     if trainer._fingerprint is None:
         shaping = {k: v for k, v in asdict(trainer.config).items()
                    if k not in RESUME_FREE_SETTINGS}
+        # the learning rate and schedule the run really uses (None means "chosen by the plan")
+        shaping.update(lr=trainer.plan.lr, lr_schedule=trainer.plan.schedule)
         trainer._fingerprint = {"data": data_fingerprint(trainer),
                                 "settings": json.loads(json.dumps(shaping, default=str))}
     return trainer._fingerprint
