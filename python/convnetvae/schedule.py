@@ -16,8 +16,11 @@ Two regimes:
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
+
+import torch
 
 #: peak learning rate of the one-cycle schedule and the paper's constant learning rate
 ONE_CYCLE_LR = 1e-2
@@ -84,31 +87,96 @@ def steps_per_epoch(n_train: int, batch_size: int) -> int:
     return max(1, full + (1 if rest >= 2 else 0))
 
 
-def auto_steps(n_train: int, n_bins: int, n_modalities: int, batch_size: int) -> int:
-    """Optimiser steps of an auto-length run, chosen from the data.
+#: the time budget of default training, seconds per cell and modality (the issue's 1 minute per
+#: 1,000 cells for one modality, 3 for three), and the share of it the cost model aims for
+#: (headroom for slower or busier machines, the validation pass and the setup)
+BUDGET_SECONDS_PER_CELL = 0.060
+BUDGET_SHARE = 0.5
+#: the cost model of one epoch, seconds per cell: A * training FLOPs per cell + B * bins x
+#: modalities + C, fitted by benchmarks/default_cost.py on the project's 2-core machine
+COST_A = 2.0e-10
+COST_B = 2.0e-8
+COST_C = 2.0e-5
+#: enough optimiser steps for small data, at least this many epochs for large data, at most this
+#: many epochs; and never fewer than MIN_EPOCHS when the budget is tight
+TARGET_STEPS = 1000
+MIN_EPOCHS = 20
+MAX_EPOCHS = 200
+FLOOR_EPOCHS = 5
 
-    See :data:`AUTO_RULE` for the rule and docs/benchmarks.md for the measurements behind it.
+
+def seconds_per_cell_epoch(flops_per_cell: float, n_bins: int, n_modalities: int) -> float:
+    """The cost model's estimate of one training epoch, in seconds per cell."""
+    return COST_A * flops_per_cell + COST_B * n_bins * n_modalities + COST_C
+
+
+def auto_epochs(n_train: int, n_bins: int, n_modalities: int, batch_size: int,
+                flops_per_cell: float) -> int:
+    """Epochs of an auto-length run, chosen from the data.
+
+    The quality term asks for :data:`TARGET_STEPS` optimiser steps, within
+    [:data:`MIN_EPOCHS`, :data:`MAX_EPOCHS`] epochs (small data: many epochs of few steps; large
+    data: fewer epochs of many steps). The budget term caps the epochs so that the estimated
+    training time (:func:`seconds_per_cell_epoch`) stays within :data:`BUDGET_SHARE` of the time
+    budget (:data:`BUDGET_SECONDS_PER_CELL` per cell and modality, up to three), never below
+    :data:`FLOOR_EPOCHS`. docs/benchmarks.md has the measurements behind the numbers.
     """
-    return AUTO_RULE(n_train, n_bins, n_modalities, batch_size)
+    spe = steps_per_epoch(n_train, batch_size)
+    quality = min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(TARGET_STEPS / spe)))
+    budget = BUDGET_SHARE * BUDGET_SECONDS_PER_CELL * min(max(n_modalities, 1), 3)
+    cap = int(budget / seconds_per_cell_epoch(flops_per_cell, n_bins, n_modalities))
+    return max(1, min(quality, max(FLOOR_EPOCHS, cap)))
 
 
-def _default_rule(n_train: int, n_bins: int, n_modalities: int, batch_size: int) -> int:
-    # placeholder values tuned in docs/benchmarks.md (issue 14)
-    epochs = 150
-    return epochs * steps_per_epoch(n_train, batch_size)
+def _default_rule(n_train: int, n_bins: int, n_modalities: int, batch_size: int,
+                  flops_per_cell: float) -> int:
+    return auto_epochs(n_train, n_bins, n_modalities, batch_size, flops_per_cell) * \
+        steps_per_epoch(n_train, batch_size)
 
 
+#: ``rule(n_train, n_bins, n_modalities, batch_size, flops_per_cell) -> steps`` of auto runs
 AUTO_RULE = _default_rule
 
 
+def auto_steps(n_train: int, n_bins: int, n_modalities: int, batch_size: int,
+               flops_per_cell: float) -> int:
+    """Optimiser steps of an auto-length run, chosen from the data (:data:`AUTO_RULE`)."""
+    return int(AUTO_RULE(n_train, n_bins, n_modalities, batch_size, flops_per_cell))
+
+
+def training_flops_per_cell(module: torch.nn.Module) -> float:
+    """FLOPs of matrix products and convolutions in one training step, per cell.
+
+    Counted by :class:`torch.utils.flop_counter.FlopCounterMode` on a copy of the module on the
+    ``meta`` device (shapes only: no computation, no change to the module, its statistics or
+    the random state). Falls back to 6 FLOPs per parameter when the count fails.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg = module.config
+    n = 2
+    try:
+        meta = copy.deepcopy(module).to("meta").train()
+        x = torch.zeros(n, cfg.n_modalities, module.n_bins, device="meta")
+        batch = torch.zeros(n, dtype=torch.long, device="meta")
+        with FlopCounterMode(display=False) as counter:
+            out = meta(x, batch, log_factorials=torch.zeros(n, cfg.n_modalities, device="meta"))
+            (out["kl"] - out["reconstruction"]).sum().backward()
+        return float(counter.get_total_flops()) / n
+    except Exception:  # noqa: BLE001 - an estimate; any failure falls back to the parameters
+        return 6.0 * float(sum(p.numel() for p in module.parameters()))
+
+
 def plan(n_train: int, n_bins: int, n_modalities: int, batch_size: int, max_epochs: int | None,
-         lr: float | None, lr_schedule: str) -> Plan:
-    """Resolve ``max_epochs`` / ``lr`` / ``lr_schedule`` settings into a :class:`Plan`."""
+         lr: float | None, lr_schedule: str, flops_per_cell: float = 0.0) -> Plan:
+    """Resolve ``max_epochs`` / ``lr`` / ``lr_schedule`` settings into a :class:`Plan`
+    (``flops_per_cell``: :func:`training_flops_per_cell` of the model, for auto runs)."""
     spe = steps_per_epoch(n_train, batch_size)
     auto = max_epochs is None
     schedule = lr_schedule if lr_schedule != "auto" else ("onecycle" if auto else "constant")
     if auto:
-        epochs = max(1, math.ceil(auto_steps(n_train, n_bins, n_modalities, batch_size) / spe))
+        steps = auto_steps(n_train, n_bins, n_modalities, batch_size, flops_per_cell)
+        epochs = max(1, math.ceil(steps / spe))
     else:
         epochs = int(max_epochs)
     if lr is None:

@@ -137,9 +137,10 @@ class Trainer:
         self.val_loader = MinibatchLoader(source, batch_codes, mask, self.val_idx,
                                           max(config.batch_size, 256), shuffle=False,
                                           device=self.device) if len(self.val_idx) else None
+        flops = schedule.training_flops_per_cell(module) if config.max_epochs is None else 0.0
         self.plan = schedule.plan(len(self.train_idx), source.n_bins, source.n_modalities,
                                   config.batch_size, config.max_epochs, config.lr,
-                                  config.lr_schedule)
+                                  config.lr_schedule, flops)
         self.lr_scale = 1.0  # 0.1 after a non-finite epoch was retried
         self.history: list[dict] = []
         self.stopped_early = False

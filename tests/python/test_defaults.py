@@ -28,7 +28,7 @@ def test_one_cycle_warms_up_then_decays_to_nearly_zero():
 
 
 def test_plan_auto_and_paper_settings():
-    auto = schedule.plan(1000, 5000, 1, 128, None, None, "auto")
+    auto = schedule.plan(1000, 5000, 1, 128, None, None, "auto", 1e7)
     assert auto.auto and auto.schedule == "onecycle" and auto.lr == schedule.ONE_CYCLE_LR
     assert auto.steps_per_epoch == 8 and auto.total_steps >= 8
     paper = schedule.plan(1000, 5000, 1, 128, 300, None, "auto")
@@ -39,13 +39,40 @@ def test_plan_auto_and_paper_settings():
 
 
 def test_auto_length_is_chosen_from_the_data():
-    steps = {n: schedule.auto_steps(n, 5000, 1, 128) for n in (200, 2000, 20000, 200000)}
+    flops = 1e6  # a cheap model: the quality term decides
+    steps = {n: schedule.auto_steps(n, 3000, 1, 128, flops) for n in (200, 2000, 20000, 200000)}
     assert all(s >= 1 for s in steps.values())
     # more cells: at least as many steps, but far fewer epochs than on small data
     assert steps[200] <= steps[2000] <= steps[20000] <= steps[200000]
     epochs = {n: s / schedule.steps_per_epoch(n, 128) for n, s in steps.items()}
-    assert epochs[200000] < epochs[200]
-    assert schedule.auto_steps(2000, 5000, 1, 128) == schedule.auto_steps(2000, 5000, 1, 128)
+    assert epochs[200000] < epochs[200] and epochs[200] <= schedule.MAX_EPOCHS
+    assert min(epochs.values()) >= schedule.MIN_EPOCHS
+    assert schedule.auto_steps(2000, 3000, 1, 128, flops) == schedule.auto_steps(2000, 3000, 1, 128, flops)
+
+
+def test_auto_length_fits_the_time_budget():
+    for bins, mods, flops in ((25_000, 1, 2e7), (25_000, 3, 5e7), (5_000, 1, 8e6), (245_220, 3, 4e8)):
+        for n in (200, 1000, 5000):
+            epochs = schedule.auto_epochs(n, bins, mods, 128, flops)
+            est = epochs * schedule.seconds_per_cell_epoch(flops, bins, mods)
+            budget = schedule.BUDGET_SECONDS_PER_CELL * min(mods, 3)
+            assert est <= schedule.BUDGET_SHARE * budget or epochs == schedule.FLOOR_EPOCHS
+    # a costlier model (more FLOPs per cell) gets no more epochs
+    assert schedule.auto_epochs(500, 25_000, 1, 128, 4e8) <= schedule.auto_epochs(500, 25_000, 1, 128, 4e6)
+
+
+def test_flops_are_counted_without_touching_the_model(small_adata):
+    m = cv.ConvNetVAE(small_adata, architecture="conv-k11s11", n_hidden=16, n_latent=4)
+    deep = cv.ConvNetVAE(small_adata, architecture="conv-k11s3x2")
+    before = {k: v.clone() for k, v in m.module.state_dict().items()}
+    rng = torch.get_rng_state()
+    small = schedule.training_flops_per_cell(m.module)
+    big = schedule.training_flops_per_cell(deep.module)
+    assert 0 < small < big
+    assert torch.equal(torch.get_rng_state(), rng)
+    for k, v in m.module.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert all(p.grad is None for p in m.module.parameters())
 
 
 def test_training_follows_the_plan(small_adata):
@@ -63,7 +90,7 @@ def test_training_follows_the_plan(small_adata):
 def test_default_training_length_comes_from_the_data(small_adata, monkeypatch):
     seen = {}
 
-    def rule(n_train, n_bins, n_modalities, batch_size):
+    def rule(n_train, n_bins, n_modalities, batch_size, flops_per_cell):
         seen.update(n_train=n_train, n_bins=n_bins, n_modalities=n_modalities)
         return 7
 
