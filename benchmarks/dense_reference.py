@@ -23,12 +23,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from convnetvae.model.architectures import parse_architecture
+from convnetvae.model.convnet import dropout_keep
 from convnetvae.train import parameter_groups
 
 
 class _Block(nn.Sequential):
+    """BatchNorm, ReLU, Dropout; the dropout masks come from convnetvae's mask generator, so
+    both implementations draw the same masks (and the reference gets the faster masks too)."""
+
     def __init__(self, n: int, dropout: float) -> None:
         super().__init__(nn.BatchNorm1d(n), nn.ReLU(), nn.Dropout(dropout))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        h = self[1](self[0](h))
+        p = float(self[2].p) if self.training else 0.0
+        keep = dropout_keep(h.shape, p, h.device, h.dtype)
+        return h if keep is None else h * keep / (1.0 - p)
 
 
 def _lengths(n_bins: int, stride: int, n_layers: int) -> list[int]:

@@ -14,16 +14,108 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 from torch import nn
+import torch.nn.functional as F
 
-from .layout import (ConvLayout, place_positions, placement, segment_lengths,
+from .layout import (ConvLayout, Runs, copy_runs, relu_dropout_place, segment_lengths,
                      upsample_conv_as_transposed_weight)
 
 
 class _Block(nn.Sequential):
     def __init__(self, n: int, dropout: float) -> None:
         super().__init__(nn.BatchNorm1d(n), nn.ReLU(), nn.Dropout(dropout))
+
+
+#: dropout masks on CPU are drawn as 16-bit integers: a position is dropped when its integer is
+#: below round(p * 2**16) (p = 0.2 -> 0.199997)
+_KEEP_BITS = 16
+
+
+def dropout_keep(shape: Sequence[int], p: float, device: torch.device,
+                 dtype: torch.dtype = torch.float32) -> torch.Tensor | None:
+    """A 0/1 keep mask (1 with probability 1 - p) of ``dtype``, or None when ``p == 0``.
+
+    On CPU, torch's ``bernoulli_`` draws one Mersenne-Twister number per element (MKL's fast
+    path is for Intel CPUs only), about 10x slower than slicing raw 64-bit words of NumPy's PCG64
+    into 16-bit integers; the generator is seeded from torch's, so ``torch.manual_seed`` still
+    fixes every mask.
+    """
+    if p <= 0.0:
+        return None
+    shape = tuple(int(v) for v in shape)
+    if device.type != "cpu":
+        return torch.empty(shape, dtype=dtype, device=device).bernoulli_(1.0 - p)
+    n = int(np.prod(shape))
+    seed = int(torch.randint(0, 2**62, (1,)).item())
+    words = np.random.PCG64(seed).random_raw((n + 3) // 4)
+    keep = words.view(np.uint16)[:n] >= int(round(p * (1 << _KEEP_BITS)))
+    out = torch.empty(shape, dtype=dtype)
+    if dtype in (torch.float32, torch.float64):
+        np.copyto(out.numpy().reshape(-1), keep)
+    else:
+        out.copy_(torch.from_numpy(keep).view(shape))
+    return out
+
+
+class _ConvTranspose1d(torch.autograd.Function):
+    """``F.conv_transpose1d`` whose backward asks oneDNN for the input and the weight gradient
+    in two calls (one call computing both was measured slower on CPU)."""
+
+    @staticmethod
+    def forward(ctx, x, w, stride: int):  # type: ignore[override]
+        ctx.save_for_backward(x, w)
+        ctx.stride = stride
+        return F.conv_transpose1d(x, w, stride=stride)
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        x, w = ctx.saved_tensors
+        args = (None, [ctx.stride], [0], [1], True, [0], 1)
+        gx = gw = None
+        if ctx.needs_input_grad[0]:
+            gx = torch.ops.aten.convolution_backward(g, x, w, *args, [True, False, False])[0]
+        if ctx.needs_input_grad[1]:
+            gw = torch.ops.aten.convolution_backward(g, x, w, *args, [False, True, False])[1]
+        return gx, gw, None
+
+
+_SPLIT = True
+
+
+def conv_transpose1d(x: torch.Tensor, w: torch.Tensor, stride: int) -> torch.Tensor:
+    if _SPLIT and x.device.type == "cpu":
+        return _ConvTranspose1d.apply(x, w, stride)
+    return F.conv_transpose1d(x, w, stride=stride)
+
+
+def _batch_norm(h: torch.Tensor, bn: nn.BatchNorm1d, scale: float) -> torch.Tensor:
+    """``bn(h) * scale`` (``nn.BatchNorm1d.forward`` with the affine weights scaled)."""
+    factor = 0.0 if bn.momentum is None else bn.momentum
+    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+    use_batch = bn.training or (bn.running_mean is None and bn.running_var is None)
+    track = not bn.training or bn.track_running_stats
+    w, b = bn.weight, bn.bias
+    if scale != 1.0 and w is not None:
+        w, b = w * scale, b * scale
+    return F.batch_norm(h, bn.running_mean if track else None, bn.running_var if track else None,
+                        w, b, use_batch, factor, bn.eps)
+
+
+def _bn_relu_dropout(block: _Block, h: torch.Tensor, place: Runs | None) -> torch.Tensor:
+    """``block(h)`` (BatchNorm, ReLU, Dropout), then the layout copy ``place`` (None: none).
+
+    The dropout scale 1 / (1 - p) is folded into the BatchNorm weights (ReLU commutes with a
+    positive scale), and ReLU, dropout and the copy are one pass (:func:`relu_dropout_place`).
+    """
+    bn, drop = block[0], block[2]
+    p = float(drop.p) if drop.training else 0.0
+    keep = dropout_keep(h.shape, p, h.device, h.dtype)
+    y = _batch_norm(h, bn, 1.0 / (1.0 - p) if keep is not None else 1.0)
+    return relu_dropout_place(y, keep, place)
 
 
 def _layouts(chrom_lengths: Sequence[int], chrom_aware: bool, kernel: int, stride: int,
@@ -65,15 +157,18 @@ class ConvEncoder(nn.Module):
         self.layouts = _layouts(chrom_lengths, chrom_aware, kernel, stride, len(channels))
         self.convs = nn.ModuleList()
         self.post = nn.ModuleList()
+        self.place_runs: list[Runs] = []  # input layout of layer i
+        self.crop_runs: list[Runs] = []  # valid windows of layer i's convolution output
         c_in = n_modalities
         for i, (c, lay) in enumerate(zip(channels, self.layouts)):
             self.convs.append(nn.Conv1d(c_in, c, kernel_size=kernel, stride=stride))
             self.post.append(_Block(c, dropout))
             in_map, out_map = lay.encoder_maps()
+            # the readable definition (tests): gather(x, in_map) -> conv -> gather(., out_map)
             self.register_buffer(f"in_map{i}", torch.as_tensor(in_map), persistent=False)
-            self.register_buffer(f"place{i}", torch.as_tensor(placement(in_map, lay.n_in)),
-                                 persistent=False)
             self.register_buffer(f"out_map{i}", torch.as_tensor(out_map), persistent=False)
+            self.place_runs.append(Runs.from_gather(in_map, lay.n_in))
+            self.crop_runs.append(Runs.from_gather(out_map, (len(in_map) - kernel) // stride + 1))
             c_in = c
         self.n_flat = channels[-1] * self.layouts[-1].n_out
         self.n_batch_input = n_batches if n_batches > 1 else 0
@@ -84,10 +179,11 @@ class ConvEncoder(nn.Module):
 
     def conv_features(self, h: torch.Tensor) -> torch.Tensor:
         """Run the convolution stack on log-counts h (B, M, G); returns (B, C, L)."""
+        n = len(self.convs)
+        h = copy_runs(h, self.place_runs[0])
         for i, (conv, post) in enumerate(zip(self.convs, self.post)):
-            h = place_positions(h, getattr(self, f"place{i}"), len(getattr(self, f"in_map{i}")))
-            h = conv(h).index_select(2, getattr(self, f"out_map{i}"))
-            h = post(h)
+            h = copy_runs(conv(h), self.crop_runs[i])
+            h = _bn_relu_dropout(post, h, self.place_runs[i + 1] if i + 1 < n else None)
         return h
 
     def forward(self, h: torch.Tensor, batch_onehot: torch.Tensor | None,
@@ -118,7 +214,10 @@ class ConvDecoder(nn.Module):
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
         self.post = nn.ModuleList()
+        self.place_runs: list[Runs] = []
+        self.crop_runs: list[Runs] = []
         n_layers = len(channels)
+        k_eff = kernel + stride - 1
         for j in range(n_layers):
             c_in = channels[n_layers - 1 - j]
             c_out = channels[n_layers - 2 - j] if j < n_layers - 1 else n_modalities
@@ -129,18 +228,20 @@ class ConvDecoder(nn.Module):
             lay = self.layouts[n_layers - 1 - j]
             in_map, out_map = lay.decoder_maps()
             self.register_buffer(f"in_map{j}", torch.as_tensor(in_map), persistent=False)
-            self.register_buffer(f"place{j}", torch.as_tensor(placement(in_map, lay.n_out)),
-                                 persistent=False)
             self.register_buffer(f"out_map{j}", torch.as_tensor(out_map), persistent=False)
+            self.place_runs.append(Runs.from_gather(in_map, lay.n_out))
+            self.crop_runs.append(Runs.from_gather(out_map, (len(in_map) - 1) * stride + k_eff))
 
     def forward(self, z: torch.Tensor, batch_onehot: torch.Tensor | None) -> torch.Tensor:
         inp = torch.cat([z, batch_onehot], dim=1) if self.n_batch_input and \
             batch_onehot is not None else z
         h = self.fc(inp).view(z.shape[0], self.channels[-1], self.n_reduced)
+        h = copy_runs(h, self.place_runs[0])
+        n = len(self.post)
         for j, post in enumerate(self.post):
             w = upsample_conv_as_transposed_weight(self.weights[j], self.stride)
-            h = place_positions(h, getattr(self, f"place{j}"), len(getattr(self, f"in_map{j}")))
-            h = nn.functional.conv_transpose1d(h, w, stride=self.stride)
-            h = h.index_select(2, getattr(self, f"out_map{j}")) + self.biases[j].view(1, -1, 1)
-            h = post(h)
+            h = conv_transpose1d(h, w, self.stride)
+            h = copy_runs(h, self.crop_runs[j], self.biases[j])
+            if j + 1 < n:
+                h = _bn_relu_dropout(post, h, self.place_runs[j + 1])
         return h

@@ -16,6 +16,13 @@ bin ``t`` of a segment reads the upsampled input at ``t - P .. t - P + K - 1`` w
 ``P = (K - 1) // 2``. It is computed exactly as one transposed convolution with stride S and a
 kernel of width ``K + S - 1`` (the flipped kernel summed over windows of S), segments separated by
 zero gaps so they cannot mix, at about S times fewer operations than upsampling first.
+
+The index maps (``encoder_maps``, ``decoder_maps``) are the readable definition: a layer is
+``gather(x, in_map) -> convolution -> gather(., out_map)``. The models run the same copies as
+:class:`Runs`: every map is a few contiguous runs (one or two per chromosome), so a layout copy is
+one slice copy per run (memory speed) instead of an ``index_select`` along the last axis (a slow
+strided gather: 20 % of a training step before). :func:`relu_dropout_place` fuses a layer's ReLU,
+dropout and the next layer's layout copy into one pass, and its backward is one pass too.
 """
 
 from __future__ import annotations
@@ -159,3 +166,145 @@ def segment_lengths(chromosome_lengths: list[int], chrom_aware: bool) -> tuple[i
     if chrom_aware:
         return tuple(int(n) for n in chromosome_lengths)
     return (int(sum(chromosome_lengths)),)
+
+
+# ---------------------------------------------------------------------- runs: the fast copies
+@dataclass(frozen=True)
+class Runs:
+    """A layout copy along the last axis as contiguous runs.
+
+    ``out[..., d:d + n] = x[..., s:s + n]`` for every run ``(s, d, n)``; the positions of ``out``
+    no run covers (``gaps``) are zeros. Built from a gather index (:meth:`from_gather`), it
+    computes exactly ``gather_positions(x, index)``; each source position is read at most once,
+    so the backward is the inverse copy (:meth:`inverse`).
+    """
+
+    n_src: int
+    n_dst: int
+    runs: tuple[tuple[int, int, int], ...]
+    gaps: tuple[tuple[int, int], ...]
+
+    @staticmethod
+    def from_gather(index: np.ndarray, n_src: int) -> "Runs":
+        """The runs of a gather index into ``[x, 0]`` (value ``n_src`` reads a zero)."""
+        index = np.asarray(index, dtype=np.int64)
+        pos = np.flatnonzero(index < n_src)
+        src = index[pos]
+        if len(np.unique(src)) != len(src) or (len(src) and src.min() < 0):
+            raise ValueError("Runs: every source position may be read at most once")
+        brk = np.flatnonzero((np.diff(pos) != 1) | (np.diff(src) != 1)) + 1
+        starts = np.concatenate([[0], brk]).astype(int) if len(pos) else np.zeros(0, int)
+        ends = np.concatenate([brk, [len(pos)]]).astype(int) if len(pos) else np.zeros(0, int)
+        runs = tuple((int(src[a]), int(pos[a]), int(b - a)) for a, b in zip(starts, ends))
+        return Runs.build(n_src, len(index), runs)
+
+    @staticmethod
+    def build(n_src: int, n_dst: int, runs: tuple[tuple[int, int, int], ...]) -> "Runs":
+        covered = sorted((d, d + n) for _, d, n in runs)
+        gaps, at = [], 0
+        for a, b in covered:
+            if a > at:
+                gaps.append((at, a))
+            at = b
+        if at < n_dst:
+            gaps.append((at, n_dst))
+        return Runs(int(n_src), int(n_dst), tuple(runs), tuple(gaps))
+
+    def inverse(self) -> "Runs":
+        """The copy back (source and destination swapped): the backward of this copy."""
+        return Runs.build(self.n_dst, self.n_src, tuple((d, s, n) for s, d, n in self.runs))
+
+    def gather_index(self) -> np.ndarray:
+        """The equivalent gather index into ``[x, 0]`` (the readable definition)."""
+        index = np.full(self.n_dst, self.n_src, dtype=np.int64)
+        for s, d, n in self.runs:
+            index[d:d + n] = np.arange(s, s + n)
+        return index
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """``gather_positions(x, self.gather_index())`` as slice copies (no autograd graph)."""
+        out = x.new_empty(*x.shape[:-1], self.n_dst)
+        for a, b in self.gaps:
+            out[..., a:b].zero_()
+        for s, d, n in self.runs:
+            out[..., d:d + n].copy_(x[..., s:s + n])
+        return out
+
+
+class _RunCopy(torch.autograd.Function):
+    """``Runs.apply`` with an optional per-channel bias added to the copied positions (B, C, L)."""
+
+    @staticmethod
+    def forward(ctx, x, runs: Runs, bias):  # type: ignore[override]
+        ctx.runs = runs
+        ctx.has_bias = bias is not None
+        if bias is None:
+            return runs.apply(x)
+        if runs.gaps:
+            raise ValueError("a copy with bias must cover every output position")
+        out = x.new_empty(*x.shape[:-1], runs.n_dst)
+        b = bias.view(1, -1, 1)
+        for s, d, n in runs.runs:
+            torch.add(x[..., s:s + n], b, out=out[..., d:d + n])
+        return out
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        gx = ctx.runs.inverse().apply(g) if ctx.needs_input_grad[0] else None
+        gb = g.sum((0, 2)) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return gx, None, gb
+
+
+def copy_runs(x: torch.Tensor, runs: Runs, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Differentiable layout copy of ``x`` (B, C, L) by ``runs`` (plus ``bias`` per channel)."""
+    return _RunCopy.apply(x, runs, bias)
+
+
+class _ReluDropoutPlace(torch.autograd.Function):
+    """``place(relu(y) * keep)`` in two passes; the backward is one pass.
+
+    ``keep`` is a float 0/1 mask of ``y``'s shape. The output is saved for the backward (``relu(y) * keep > 0`` exactly where the
+    gradient passes); the next convolution saves the same tensor, so this costs no memory.
+    """
+
+    @staticmethod
+    def forward(ctx, y, keep, runs: Runs | None):  # type: ignore[override]
+        if runs is None:
+            out = torch.clamp(y, min=0)
+        else:
+            out = y.new_empty(*y.shape[:-1], runs.n_dst)
+            for a, b in runs.gaps:
+                out[..., a:b].zero_()
+            for s, d, n in runs.runs:
+                o = out[..., d:d + n]
+                torch.clamp(y[..., s:s + n], min=0, out=o)
+                if keep is not None:
+                    o.mul_(keep[..., s:s + n])
+        if runs is None and keep is not None:
+            out.mul_(keep)
+        ctx.save_for_backward(out)
+        ctx.runs = runs
+        return out
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        (out,) = ctx.saved_tensors
+        runs = ctx.runs
+        if runs is None:
+            return torch.ops.aten.threshold_backward(g, out, 0), None, None
+        gy = g.new_empty(*g.shape[:-1], runs.n_src)
+        for a, b in runs.inverse().gaps:  # source positions no run reads: zero gradient
+            gy[..., a:b].zero_()
+        for s, d, n in runs.runs:
+            torch.ops.aten.threshold_backward.grad_input(g[..., d:d + n], out[..., d:d + n], 0,
+                                                         grad_input=gy[..., s:s + n])
+        return gy, None, None
+
+
+def relu_dropout_place(y: torch.Tensor, keep: torch.Tensor | None,
+                       runs: Runs | None) -> torch.Tensor:
+    """``copy_runs(relu(y), runs) * keep``: ReLU, dropout and a layout copy (``runs`` None for
+    no copy) in one autograd node. ``keep`` is a float 0/1 mask of ``y``'s shape or None.
+    The dropout scale 1 / (1 - p) is not applied here: the caller folds it into the preceding
+    BatchNorm's affine weights (ReLU commutes with a positive scale)."""
+    return _ReluDropoutPlace.apply(y, keep, runs)
