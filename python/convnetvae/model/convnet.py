@@ -19,8 +19,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .layout import (ConvLayout, Runs, copy_runs, relu_dropout_place, segment_lengths,
-                     upsample_conv_as_transposed_weight)
+from .layout import (ConvLayout, Runs, copy_runs, relu_dropout_flatten, relu_dropout_place,
+                     segment_lengths, upsample_conv_as_transposed_weight)
 
 
 class _Block(nn.Sequential):
@@ -105,16 +105,21 @@ def _batch_norm(h: torch.Tensor, bn: nn.BatchNorm1d, scale: float) -> torch.Tens
                         w, b, use_batch, factor, bn.eps)
 
 
-def _bn_relu_dropout(block: _Block, h: torch.Tensor, place: Runs | None) -> torch.Tensor:
-    """``block(h)`` (BatchNorm, ReLU, Dropout), then the layout copy ``place`` (None: none).
+def _bn_relu_dropout(block: _Block, h: torch.Tensor, place: Runs | None = None,
+                     tails: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+    """``block(h)`` (BatchNorm, ReLU, Dropout), then the layout copy ``place`` or, with
+    ``tails``, flattened and concatenated with the tails.
 
     The dropout scale 1 / (1 - p) is folded into the BatchNorm weights (ReLU commutes with a
-    positive scale), and ReLU, dropout and the copy are one pass (:func:`relu_dropout_place`).
+    positive scale); ReLU, dropout and the copy are one autograd node
+    (:func:`relu_dropout_place`, :func:`relu_dropout_flatten`).
     """
     bn, drop = block[0], block[2]
     p = float(drop.p) if drop.training else 0.0
     keep = dropout_keep(h.shape, p, h.device, h.dtype)
     y = _batch_norm(h, bn, 1.0 / (1.0 - p) if keep is not None else 1.0)
+    if tails is not None:
+        return relu_dropout_flatten(y, keep, tails)
     return relu_dropout_place(y, keep, place)
 
 
@@ -177,23 +182,31 @@ class ConvEncoder(nn.Module):
         self.mean = nn.Linear(n_hidden, n_latent)
         self.logvar = nn.Linear(n_hidden, n_latent)
 
-    def conv_features(self, h: torch.Tensor) -> torch.Tensor:
-        """Run the convolution stack on log-counts h (B, M, G); returns (B, C, L)."""
+    def _stack(self, h: torch.Tensor, tails: Sequence[torch.Tensor] | None) -> torch.Tensor:
         n = len(self.convs)
         h = copy_runs(h, self.place_runs[0])
         for i, (conv, post) in enumerate(zip(self.convs, self.post)):
             h = copy_runs(conv(h), self.crop_runs[i])
-            h = _bn_relu_dropout(post, h, self.place_runs[i + 1] if i + 1 < n else None)
+            if i + 1 < n:
+                h = _bn_relu_dropout(post, h, self.place_runs[i + 1])
+            else:
+                h = _bn_relu_dropout(post, h, tails=tails) if tails is not None else \
+                    _bn_relu_dropout(post, h)
         return h
+
+    def conv_features(self, h: torch.Tensor) -> torch.Tensor:
+        """Run the convolution stack on log-counts h (B, M, G); returns (B, C, L)."""
+        return self._stack(h, None)
 
     def forward(self, h: torch.Tensor, batch_onehot: torch.Tensor | None,
                 extra: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        feats = [self.conv_features(h).flatten(1)]
+        tails = []
         if self.n_batch_input and batch_onehot is not None:
-            feats.append(batch_onehot)
+            tails.append(batch_onehot)
         if extra is not None:
-            feats.append(extra)
-        q = self.fc(torch.cat(feats, dim=1) if len(feats) > 1 else feats[0])
+            tails.append(extra)
+        # the features are written straight into the FC input buffer (no concatenation copy)
+        q = self.fc(self._stack(h, tails))
         return self.mean(q), self.logvar(q)
 
 

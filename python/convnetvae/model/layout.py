@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -263,8 +264,9 @@ def copy_runs(x: torch.Tensor, runs: Runs, bias: torch.Tensor | None = None) -> 
 class _ReluDropoutPlace(torch.autograd.Function):
     """``place(relu(y) * keep)`` in two passes; the backward is one pass.
 
-    ``keep`` is a float 0/1 mask of ``y``'s shape. The output is saved for the backward (``relu(y) * keep > 0`` exactly where the
-    gradient passes); the next convolution saves the same tensor, so this costs no memory.
+    ``keep`` is a float 0/1 mask of ``y``'s shape. The output is saved for the backward
+    (``relu(y) * keep > 0`` exactly where the gradient passes); the next convolution saves the
+    same tensor, so this costs no memory.
     """
 
     @staticmethod
@@ -308,3 +310,44 @@ def relu_dropout_place(y: torch.Tensor, keep: torch.Tensor | None,
     The dropout scale 1 / (1 - p) is not applied here: the caller folds it into the preceding
     BatchNorm's affine weights (ReLU commutes with a positive scale)."""
     return _ReluDropoutPlace.apply(y, keep, runs)
+
+
+class _ReluDropoutFlatten(torch.autograd.Function):
+    """``cat([(relu(y) * keep).flatten(1), *tails], 1)`` written into one buffer: the linear
+    layer that follows saves that buffer, and this node saves the same tensor (no second copy of
+    the features, no ``cat``)."""
+
+    @staticmethod
+    def forward(ctx, y, keep, *tails):  # type: ignore[override]
+        b, n = y.shape[0], y[0].numel()
+        widths = [t.shape[1] for t in tails]
+        out = y.new_empty(b, n + sum(widths))
+        feat = out[:, :n].unflatten(1, y.shape[1:])
+        torch.clamp(y, min=0, out=feat)
+        if keep is not None:
+            feat.mul_(keep)
+        at = n
+        for t, w in zip(tails, widths):
+            out[:, at:at + w].copy_(t)
+            at += w
+        ctx.save_for_backward(out)
+        ctx.shape, ctx.widths = y.shape, widths
+        return out
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        (out,) = ctx.saved_tensors
+        n = out.shape[1] - sum(ctx.widths)
+        gy = torch.ops.aten.threshold_backward(g[:, :n].unflatten(1, ctx.shape[1:]),
+                                               out[:, :n].unflatten(1, ctx.shape[1:]), 0)
+        grads, at = [], n
+        for i, w in enumerate(ctx.widths):
+            grads.append(g[:, at:at + w] if ctx.needs_input_grad[2 + i] else None)
+            at += w
+        return (gy, None, *grads)
+
+
+def relu_dropout_flatten(y: torch.Tensor, keep: torch.Tensor | None,
+                         tails: Sequence[torch.Tensor] = ()) -> torch.Tensor:
+    """``torch.cat([(relu(y) * keep).flatten(1), *tails], dim=1)`` as one autograd node."""
+    return _ReluDropoutFlatten.apply(y, keep, *tails)
