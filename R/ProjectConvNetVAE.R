@@ -9,7 +9,8 @@
 #' @param object A \code{Seurat} object, a \code{SingleCellExperiment}, or a named
 #'   list of cells x bins count matrices.
 #' @param model.dir The directory the model was saved in.
-#' @param ... Passed to the methods.
+#' @param ... Passed to the methods, which pass the settings of the section
+#'   \emph{Further settings} to Python.
 #' @return As \code{\link{RunConvNetVAE}}: the object with the projected embedding
 #'   added, or the embedding matrix.
 #' @examples

@@ -29,10 +29,10 @@
 #'
 #' @param object A \code{Seurat} object, a \code{SingleCellExperiment}, or a named
 #'   list of cells x bins count matrices.
-#' @param ... Further arguments passed to the methods; the methods pass unknown,
-#'   named arguments to the Python model and training loop with dots turned into
-#'   underscores (for example \code{validation.size = 0}, \code{early.stopping =
-#'   FALSE}, \code{patience = 20}, \code{n.hidden = 128}, \code{dropout = 0.2}).
+#' @param ... Further arguments passed to the methods; the methods pass further
+#'   settings of the model and the training loop to Python (see the section
+#'   \emph{Further settings}, e.g. \code{validation.size = 0} or
+#'   \code{early.stopping = FALSE}).
 #' @return The object with the embedding added (Seurat, SingleCellExperiment), or
 #'   the cells x \code{n.latent} embedding matrix (default method) with the
 #'   configuration and history in \code{attr(, "convnetvae")}.
@@ -60,19 +60,22 @@ RunConvNetVAE <- function(object, ...) {
 #'   default method also a vector with one batch label per cell.
 #' @param bin.size Width in bp of the genomic windows features are rebinned into.
 #' @param n.bins Keep the union of each modality's highest-count bins up to this
-#'   number (the paper's rule).
+#'   number (the paper's rule; None keeps all). In R, \code{NULL} keeps all bins.
 #' @param blacklist \code{NULL}, a BED file, a \code{GRanges} or a data.frame with
 #'   \code{chrom}, \code{start}, \code{end} (0-based): bins overlapping these
 #'   regions are dropped.
-#' @param architecture Model architecture, e.g. \code{"conv-k31s31"},
-#'   \code{"conv-k11s3x2"} (two layers of kernel 11, stride 3) or \code{"fc-l1"}.
-#' @param likelihood \code{"poisson"} or \code{"nb"} (negative binomial).
-#' @param n.latent Dimension of the embedding.
-#' @param max.epochs Maximum number of training epochs.
-#' @param batch.size Minibatch size.
+#' @param architecture Model architecture, e.g. conv-k31s31, conv-k11s3x2 (two conv
+#'   layers of kernel 11, stride 3) or fc-l1 (the FC-VAE baseline).
+#' @param likelihood Count likelihood: poisson (the paper) or nb (negative binomial, one
+#'   dispersion per bin and modality).
+#' @param n.latent Dimension of the embedding (latent space).
+#' @param max.epochs Maximum number of passes over the training cells (the paper: 300 or
+#'   200).
+#' @param batch.size Cells per minibatch.
 #' @param learning.rate Adam learning rate.
-#' @param device \code{"auto"} (CUDA when present), \code{"cpu"} or \code{"cuda"}.
-#' @param seed Random seed.
+#' @param device Device: auto (CUDA when present, else CPU), cpu, cuda, cuda:1 ...
+#' @param seed Random seed of the weights, the validation split, the shuffling and the
+#'   sampling.
 #' @param model.dir Directory to save the trained model in (for
 #'   \code{\link{ProjectConvNetVAE}}); \code{NULL} to not save it.
 #' @param reduction.name Name of the stored reduction.
@@ -84,16 +87,13 @@ RunConvNetVAE.Seurat <- function(object, assays, group.by.vars = NULL, bin.size 
                                  n.bins = 25000, blacklist = NULL,
                                  architecture = "conv-k31s31", likelihood = "poisson",
                                  n.latent = 30, max.epochs = 300, batch.size = 128,
-                                 learning.rate = 1e-3, device = "auto", seed = 42,
+                                 learning.rate = 1e-3, device = "auto", seed = 0,
                                  model.dir = NULL, reduction.name = "convnetvae",
                                  reduction.key = "convnetvae_", verbose = TRUE, ...) {
   prep <- .seurat_inputs(object, assays, group.by.vars, bin.size)
   .check_name(reduction.name, "reduction.name")
   .check_key(reduction.key)
-  config <- .common_config(
-    bin.size, n.bins, blacklist, architecture, likelihood, n.latent, max.epochs, batch.size,
-    learning.rate, device, seed, model.dir, assays, group.by.vars
-  )
+  config <- .run_config(environment(), blacklist, model.dir, assays, group.by.vars)
   res <- .train_embed(
     prep$matrices, "features_x_cells", prep$cells, prep$batch, config, list(...), verbose
   )
@@ -150,7 +150,7 @@ RunConvNetVAE.Seurat <- function(object, assays, group.by.vars = NULL, bin.size 
       "Seurat object. Available assays: ", paste0("'", available, "'", collapse = ", "), "."
     )
   }
-  .check_number(bin.size, "bin.size")
+  .check_setting(bin.size, "bin.size", "data")
   cells <- colnames(object)
   ranges <- list()
   matrices <- list()
@@ -180,15 +180,12 @@ RunConvNetVAE.SingleCellExperiment <- function(object, assays = NULL, group.by.v
                                                likelihood = "poisson", n.latent = 30,
                                                max.epochs = 300, batch.size = 128,
                                                learning.rate = 1e-3, device = "auto",
-                                               seed = 42, model.dir = NULL,
+                                               seed = 0, model.dir = NULL,
                                                reduction.name = "CONVNETVAE", verbose = TRUE,
                                                ...) {
   prep <- .sce_inputs(object, assays, group.by.vars, assay.type, bin.size)
   .check_name(reduction.name, "reduction.name")
-  config <- .common_config(
-    bin.size, n.bins, blacklist, architecture, likelihood, n.latent, max.epochs, batch.size,
-    learning.rate, device, seed, model.dir, prep$assays, group.by.vars
-  )
+  config <- .run_config(environment(), blacklist, model.dir, prep$assays, group.by.vars)
   res <- .train_embed(
     prep$matrices, "features_x_cells", prep$cells, prep$batch, config, list(...), verbose
   )
@@ -230,7 +227,7 @@ RunConvNetVAE.SingleCellExperiment <- function(object, assays = NULL, group.by.v
     .stop_input("`assays` must be a character vector of distinct names.")
   }
   .check_name(assay.type, "assay.type")
-  .check_number(bin.size, "bin.size")
+  .check_setting(bin.size, "bin.size", "data")
   cells <- colnames(object)
   if (is.null(cells)) {
     cells <- paste0("cell", seq_len(ncol(object)))
@@ -282,12 +279,11 @@ RunConvNetVAE.default <- function(object, group.by.vars = NULL, meta.data = NULL
                                   bin.size = 10000, n.bins = 25000, blacklist = NULL,
                                   architecture = "conv-k31s31", likelihood = "poisson",
                                   n.latent = 30, max.epochs = 300, batch.size = 128,
-                                  learning.rate = 1e-3, device = "auto", seed = 42,
+                                  learning.rate = 1e-3, device = "auto", seed = 0,
                                   model.dir = NULL, verbose = TRUE, ...) {
   prep <- .default_inputs(object, group.by.vars, meta.data, bin.size)
-  config <- .common_config(
-    bin.size, n.bins, blacklist, architecture, likelihood, n.latent, max.epochs, batch.size,
-    learning.rate, device, seed, model.dir, names(object),
+  config <- .run_config(
+    environment(), blacklist, model.dir, names(object),
     if (is.character(group.by.vars) && !is.null(meta.data)) group.by.vars else NULL
   )
   res <- .train_embed(
@@ -315,7 +311,7 @@ RunConvNetVAE.default <- function(object, group.by.vars = NULL, meta.data = NULL
       class(object)[1L], "'."
     )
   }
-  .check_number(bin.size, "bin.size")
+  .check_setting(bin.size, "bin.size", "data")
   n <- unique(vapply(object, function(m) as.integer(NROW(m)), integer(1)))
   if (length(n) != 1L) {
     .stop_input(

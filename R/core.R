@@ -1,17 +1,6 @@
 # The one place that talks to the Python bridge for training and projection. The S3 methods
 # collect and check their inputs, call these, and assign their results last.
 
-.snake_names <- function(x) {
-  if (length(x) == 0L) {
-    return(list())
-  }
-  if (is.null(names(x)) || any(!nzchar(names(x)))) {
-    .stop_input("Extra arguments passed through `...` must be named.")
-  }
-  names(x) <- gsub(".", "_", names(x), fixed = TRUE)
-  x
-}
-
 .blacklist_arg <- function(blacklist) {
   if (is.null(blacklist)) {
     return(NULL)
@@ -86,7 +75,7 @@
 .train_embed <- function(matrices, orientation, cell.names, batch, config, dots, verbose) {
   bridge <- .bridge()
   inputs <- .bridge_inputs(matrices, orientation, cell.names, batch)
-  config$extra <- .snake_names(dots)
+  config$extra <- .dots_config(dots)
   config$verbose <- isTRUE(verbose)
   if (verbose) {
     message(
@@ -126,37 +115,55 @@
     matrices = inputs$matrices, feature_names = inputs$feature_names,
     cell_names = inputs$cell_names, obs = inputs$obs, batch_key = inputs$batch_key,
     model_dir = normalizePath(model.dir, mustWork = FALSE),
-    config = list(extra = .snake_names(dots), verbose = isTRUE(verbose))
+    config = list(extra = .dots_config(dots, "embed"), verbose = isTRUE(verbose))
   ))
   .decode_result(res, cell.names)
 }
 
-.common_config <- function(bin.size, n.bins, blacklist, architecture, likelihood, n.latent,
-                           max.epochs, batch.size, learning.rate, device, seed, model.dir,
-                           assays, group.by.vars) {
-  .check_number(bin.size, "bin.size")
-  .check_number(n.bins, "n.bins")
-  .check_number(n.latent, "n.latent")
-  .check_number(max.epochs, "max.epochs")
-  .check_number(batch.size, "batch.size", min = 2)
-  .check_number(learning.rate, "learning.rate", integer = FALSE, min = 0)
-  .check_number(seed, "seed", min = 0)
-  .check_name(architecture, "architecture")
-  .check_name(device, "device")
-  if (!is.character(likelihood) || length(likelihood) != 1L ||
-    !likelihood %in% c("poisson", "nb")) {
-    .stop_input("`likelihood` must be \"poisson\" or \"nb\"; got '", paste(likelihood), "'.")
+#' The configuration sent to Python: every setting that is a formal of the calling method
+#' (R/settings.R marks them), checked and under its Python name, plus the R-only arguments.
+#' @param env The calling method's environment (its formals are read from it).
+#' @noRd
+.run_config <- function(env, blacklist, model.dir, assays, group.by.vars) {
+  config <- list()
+  for (group in c("model", "train", "data")) {
+    for (r_name in names(.settings[[group]])) {
+      s <- .settings[[group]][[r_name]]
+      if (isTRUE(s$formal)) {
+        value <- .check_setting(get(r_name, envir = env), r_name, group)
+        config[s$name] <- list(value)
+      }
+    }
   }
   if (!is.null(model.dir)) {
     .check_name(model.dir, "model.dir")
   }
-  list(
-    bin_size = as.integer(bin.size), n_bins = as.integer(n.bins),
-    blacklist = .blacklist_arg(blacklist), architecture = architecture,
-    likelihood = likelihood, n_latent = as.integer(n.latent),
-    max_epochs = as.integer(max.epochs), batch_size = as.integer(batch.size),
-    learning_rate = as.numeric(learning.rate), device = device, seed = as.integer(seed),
+  c(config, list(
+    blacklist = .blacklist_arg(blacklist),
     model_dir = if (is.null(model.dir)) NULL else normalizePath(model.dir, mustWork = FALSE),
     assays = as.list(assays), group_by_vars = as.list(group.by.vars)
-  )
+  ))
+}
+
+#' Arguments passed through `...`: named, R names turned into Python names (learning.rate ->
+#' lr), known settings type-checked here; unknown names are left for Python to reject.
+#' @noRd
+.dots_config <- function(dots, groups = c("model", "train")) {
+  if (length(dots) == 0L) {
+    return(list())
+  }
+  if (is.null(names(dots)) || any(!nzchar(names(dots)))) {
+    .stop_input("Extra arguments passed through `...` must be named.")
+  }
+  out <- list()
+  for (r_name in names(dots)) {
+    group <- Find(function(g) !is.null(.settings[[g]][[r_name]]), groups)
+    if (is.null(group)) {
+      out[gsub(".", "_", r_name, fixed = TRUE)] <- list(dots[[r_name]])
+    } else {
+      s <- .settings[[group]][[r_name]]
+      out[s$name] <- list(.check_setting(dots[[r_name]], r_name, group))
+    }
+  }
+  out
 }

@@ -8,30 +8,54 @@
   ))
 }
 
-.bin_name_pattern <- "^(.+)([-:_])([0-9]+)[-_]([0-9]+)$"
+#' Feature-name forms, tried in this order for each name (as Python's parse_bin_names does):
+#' SnapATAC2 chr1:0-10000 and chr1_0_10000 are 0-based half-open, Signac chr1-1-10000 is 1-based
+#' closed (its start is shifted down by one).
+#' @noRd
+.bin_name_patterns <- list(
+  snapatac = list(pattern = "^(.+):([0-9]+)-([0-9]+)$", shift = 0),
+  signac = list(pattern = "^(.+)-([0-9]+)-([0-9]+)$", shift = 1),
+  underscore = list(pattern = "^(.+)_([0-9]+)_([0-9]+)$", shift = 0)
+)
 
 #' Parse genomic-range feature names (Signac chr1-1-10000, SnapATAC2 chr1:0-10000, chr1_0_10000)
 #'
-#' @return data.frame(chrom, start, end) with 0-based half-open coordinates, or NULL rows
-#'   marked NA where a name does not parse.
+#' The rules are Python's (convnetvae.data.bins.parse_bin_names); tests/testthat/feature_bins.tsv
+#' holds the cases both are tested on.
+#' @return data.frame(chrom, start, end, ok) with 0-based half-open coordinates; rows that are
+#'   not valid ranges (no form matches, start < 0 or end <= start) have ok = FALSE.
 #' @noRd
 .parse_ranges <- function(x) {
-  m <- regmatches(x, regexec(.bin_name_pattern, x))
-  ok <- lengths(m) == 5L
+  x <- as.character(x)
   chrom <- rep(NA_character_, length(x))
   start <- rep(NA_real_, length(x))
   end <- rep(NA_real_, length(x))
-  if (any(ok)) {
-    mm <- do.call(rbind, m[ok])
-    chrom[ok] <- mm[, 2]
-    s <- as.numeric(mm[, 4])
-    # Signac names (chr-start-end) are 1-based and closed; the other forms are 0-based.
-    s <- ifelse(mm[, 3] == "-", s - 1, s)
-    start[ok] <- s
-    end[ok] <- as.numeric(mm[, 5])
+  done <- rep(FALSE, length(x))
+  for (form in .bin_name_patterns) {
+    todo <- which(!done)
+    if (length(todo) == 0L) {
+      break
+    }
+    m <- regmatches(x[todo], regexec(form$pattern, x[todo]))
+    hit <- lengths(m) == 4L
+    if (any(hit)) {
+      mm <- do.call(rbind, m[hit])
+      rows <- todo[hit]
+      chrom[rows] <- mm[, 2]
+      start[rows] <- as.numeric(mm[, 3]) - form$shift
+      end[rows] <- as.numeric(mm[, 4])
+      done[rows] <- TRUE
+    }
   }
-  bad <- !ok | is.na(start) | is.na(end) | end <= start
+  bad <- !done | is.na(start) | is.na(end) | start < 0 | end <= start
   data.frame(chrom = chrom, start = start, end = end, ok = !bad, stringsAsFactors = FALSE)
+}
+
+#' Index of the bin.size window of each feature: the window holding its midpoint
+#' floor((start + end) / 2), Python's rule (convnetvae.data.bins.feature_windows)
+#' @noRd
+.feature_windows <- function(r, bin.size) {
+  floor(floor((r$start + r$end) / 2) / bin.size)
 }
 
 .check_ranges <- function(features, assay) {
@@ -59,7 +83,7 @@
     return(invisible(TRUE))
   }
   windows <- lapply(ranges, function(r) {
-    unique(paste(r$chrom, floor(r$start / bin.size)))
+    unique(paste(r$chrom, .feature_windows(r, bin.size)))
   })
   nm <- names(ranges)
   for (k in seq_along(windows)[-1L]) {
@@ -91,6 +115,74 @@
     .stop_input("`", what, "` must be a single non-empty string.")
   }
   invisible(TRUE)
+}
+
+#' Check one setting against its rule in R/settings.R (generated from the Python schema)
+#'
+#' @param x The value.
+#' @param r_name Its R name, e.g. "max.epochs".
+#' @param group "model", "train", "data" or "embed".
+#' @return The value as the type Python expects (whole numbers as integer).
+#' @noRd
+.check_setting <- function(x, r_name, group) {
+  s <- .settings[[group]][[r_name]]
+  if (is.null(s)) {
+    stop("internal error: no setting '", r_name, "' in group '", group, "'", call. = FALSE)
+  }
+  if (is.null(x)) {
+    if (isTRUE(s$optional)) {
+      return(NULL)
+    }
+    ok <- FALSE
+  } else {
+    ok <- length(x) == 1L && !is.na(x) && switch(s$type,
+      integer = is.numeric(x) && is.finite(x) && x == round(x),
+      double = is.numeric(x) && is.finite(x),
+      logical = is.logical(x),
+      character = is.character(x) && nzchar(x)
+    )
+  }
+  if (ok && !is.null(s$choices)) {
+    ok <- x %in% s$choices
+  }
+  if (ok && !is.na(s$min)) {
+    ok <- if (s$min_open) x > s$min else x >= s$min
+  }
+  if (ok && !is.na(s$max)) {
+    ok <- if (s$max_open) x < s$max else x <= s$max
+  }
+  if (!ok) {
+    shown <- if (is.null(x)) "NULL" else paste(format(x), collapse = ", ")
+    .stop_input("`", r_name, "` must be ", .describe_setting(s), "; got ", shown, ".")
+  }
+  switch(s$type,
+    integer = as.integer(x),
+    double = as.numeric(x),
+    x
+  )
+}
+
+#' What a value of a setting must be, as Python's Setting.describe(names = "r") says it
+#' @noRd
+.describe_setting <- function(s) {
+  if (!is.null(s$choices)) {
+    what <- paste0("one of ", paste0("'", s$choices, "'", collapse = ", "))
+  } else {
+    what <- switch(s$type,
+      integer = "a whole number",
+      double = "a number",
+      logical = "TRUE or FALSE",
+      character = "a string"
+    )
+    bounds <- c(
+      if (!is.na(s$min)) paste(if (s$min_open) ">" else ">=", format(s$min)),
+      if (!is.na(s$max)) paste(if (s$max_open) "<" else "<=", format(s$max))
+    )
+    if (length(bounds) > 0L) {
+      what <- paste(what, paste(bounds, collapse = " and "))
+    }
+  }
+  if (isTRUE(s$optional)) paste(what, "or NULL") else what
 }
 
 .check_number <- function(x, what, integer = TRUE, min = 1) {

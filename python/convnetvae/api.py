@@ -11,27 +11,32 @@
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import threading
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 import torch
 
+from . import model_format, settings
 from .data import contract
-from .data.loader import CountSource, InMemorySource, MinibatchLoader
+from .data.loader import CountSource, MinibatchLoader
 from .errors import ConvNetVAEError
-from .io_utils import atomic_path, write_json
-from .model.vae import VAE, ModuleConfig, count_parameters, module_config_from_dict
-from .train import Trainer, TrainConfig, resolve_device
+from .model.registry import DEFAULT_ARCHITECTURE
+from .model.vae import VAE, ModuleConfig, count_parameters
+from .settings import ModelSettings, TrainSettings
+from .train import Strategy, TrainConfig, Trainer, resolve_device
 
-MODEL_FORMAT = 1
-DEFAULT_ARCHITECTURE = "conv-k31s31"
+
+def _arguments(values: dict) -> dict:
+    """A method's arguments from its ``locals()`` (without ``self`` and data or callbacks)."""
+    return {k: v for k, v in values.items()
+            if k not in ("self", "adata", "callback", "stop_event", "strategy")}
 
 
 def _source_for(adata: ad.AnnData, modalities: Sequence[str]) -> CountSource:
@@ -48,32 +53,39 @@ class ConvNetVAE:
     adata
         Cells x bins with one count layer per modality (see :meth:`setup_anndata`).
     architecture
-        ``"conv-k31s31"`` (default; the authors' published demo), ``"conv-k51s51"``,
+        Model architecture, e.g. conv-k31s31, conv-k11s3x2 (two conv layers of kernel 11, stride
+        3) or fc-l1 (the FC-VAE baseline). The default is the authors' published demo; the
+        registry (:mod:`convnetvae.model.registry`) lists the others: ``"conv-k51s51"``,
         ``"conv-k11s11"``, ``"conv-k11s3x1"`` .. ``"conv-k11s3x3"`` (Group 2), any
-        ``"conv-k<K>s<S>[x<L>]"``, or the FC-VAE baselines ``"fc-l1"`` .. ``"fc-l3"``.
+        ``"conv-k<K>s<S>[x<L>]"``, ``"fc-l1"`` .. ``"fc-l3"``.
     likelihood
-        ``"poisson"`` (paper default) or ``"nb"`` (one dispersion per bin and modality).
+        Count likelihood: poisson (the paper) or nb (negative binomial, one dispersion per bin
+        and modality).
     n_latent
-        Latent dimension D (30 in the paper).
+        Dimension of the embedding (latent space). D = 30 in the paper.
     n_hidden
-        Width of the FC layer (128).
+        Width of the fully connected hidden layer.
     dropout
-        Dropout rate (0.2).
+        Dropout rate.
     chrom_aware
-        Pad each chromosome on its own so no kernel mixes bins of two chromosomes (default); set
-        ``False`` to reproduce the paper (kernels run across chromosome boundaries).
+        Pad each chromosome on its own so no kernel mixes bins of two chromosomes (False: the
+        paper's kernels run across chromosome boundaries).
     batch_offsets
-        Give the decoder a learned log-rate offset per batch, modality and bin (default), a direct
-        path for batch biases of whole bins so the latent space need not carry them; ``False``
-        is the paper's decoder (batch enters only through the FC layer).
+        Give the decoder a learned log-rate offset per batch, modality and bin (False: the
+        paper's decoder). A direct path for batch biases of whole bins, so the latent space
+        need not carry them; with ``False`` batch enters only through the FC layer.
     seed
-        Seed for the weight initialisation.
+        Random seed of the weights, the validation split, the shuffling and the sampling.
+        Training uses it unless ``train(seed=)`` is given.
+
+    All settings are defined once in :mod:`convnetvae.settings` (``ModelSettings``).
     """
 
     def __init__(self, adata: ad.AnnData, architecture: str = DEFAULT_ARCHITECTURE,
                  likelihood: str = "poisson", n_latent: int = 30, n_hidden: int = 128,
                  dropout: float = 0.2, chrom_aware: bool = True, batch_offsets: bool = True,
                  seed: int = 0) -> None:
+        opts = settings.make(ModelSettings, **_arguments(locals()))
         self.registry = contract.get_registry(adata)
         self.adata = adata
         contract.check_var_coordinates(adata.var)
@@ -85,14 +97,14 @@ class ConvNetVAE:
         mods = self.registry["modalities"]
         config = ModuleConfig(
             n_modalities=len(mods), chrom_lengths=chrom_lengths,
-            n_batches=max(1, len(self.registry["batch_categories"])), architecture=architecture,
-            likelihood=likelihood, n_latent=int(n_latent), n_hidden=int(n_hidden),
-            dropout=float(dropout), chrom_aware=bool(chrom_aware),
+            n_batches=max(1, len(self.registry["batch_categories"])),
+            architecture=opts.architecture, likelihood=opts.likelihood, n_latent=opts.n_latent,
+            n_hidden=opts.n_hidden, dropout=opts.dropout, chrom_aware=opts.chrom_aware,
             use_mask=bool(self.registry.get("has_missing", False)),
-            batch_offsets=bool(batch_offsets))
-        torch.manual_seed(seed)
+            batch_offsets=opts.batch_offsets)
+        torch.manual_seed(opts.seed)
         self.module = VAE(config)
-        self.seed = seed
+        self.seed = opts.seed
         self.history_: list[dict] = []
         self.is_trained = False
         self.train_config: dict = {}
@@ -188,9 +200,9 @@ class ConvNetVAE:
               stop_event: threading.Event | None = None, kl_warmup_epochs: int = 0,
               grad_clip: float | None = 100.0, weight_decay: float = 0.0,
               mixed_precision: bool = False, checkpoint_dir: str | os.PathLike | None = None,
-              checkpoint_every: int = 1, resume: bool = False,
-              n_threads: int | None = None,
-              shuffle_block_size: int | None = None) -> "ConvNetVAE":
+              checkpoint_every: int = 1, resume: bool = False, n_threads: int | None = None,
+              shuffle_block_size: int | None = None, min_delta: float = 0.0,
+              strategy: Strategy | None = None) -> ConvNetVAE:
         """Train the model (Adam, minibatches densified one at a time from sparse counts).
 
         Parameters
@@ -198,60 +210,69 @@ class ConvNetVAE:
         max_epochs
             Maximum number of passes over the training cells (the paper: 300 or 200).
         batch_size
-            Cells per minibatch (128).
+            Cells per minibatch.
         lr
-            Adam learning rate (1e-3).
+            Adam learning rate.
         validation_size
             Fraction of cells held out for validation and early stopping (0 = none).
         early_stopping
-            Stop when the validation loss has not improved for ``patience`` epochs and restore
-            the best weights; ``False`` trains exactly ``max_epochs`` as the paper.
+            Stop when the validation loss has not improved for patience epochs and keep the
+            best weights (False: train exactly max_epochs, as the paper).
         patience
-            Epochs without improvement before stopping.
+            Epochs without improvement before early stopping.
+        min_delta
+            Smallest decrease of the validation loss that counts as an improvement.
+        kl_warmup_epochs
+            Linearly increase the KL weight over this many epochs (0 = off, as the paper).
+        grad_clip
+            Clip the gradient norm to this value (None = off).
+        weight_decay
+            Adam weight decay.
         seed
-            Seed for the split, shuffling and sampling (default: the model's seed).
+            Seed of the split, shuffling and sampling (None: the model's seed).
         device
-            ``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+            Device: auto (CUDA when present, else CPU), cpu, cuda, cuda:1 ...
+        mixed_precision
+            bfloat16 autocast of the forward pass (meant for GPUs; weights stay float32). It
+            also runs on CPU, where it is usually slower unless the CPU has bfloat16
+            instructions.
         progress
-            Show a tqdm progress bar with the loss.
+            Show a progress bar with the loss.
+        checkpoint_dir
+            Directory for resumable checkpoints (None = none).
+        checkpoint_every
+            Write a checkpoint every this many epochs.
+        resume
+            Continue from the last checkpoint in checkpoint_dir.
+        n_threads
+            CPU threads for torch (None: torch's choice).
+        shuffle_block_size
+            Shuffle blocks of this many consecutive cells instead of single cells, for long
+            reads from disk (None: shuffle cells freely). Data on disk
+            (:func:`~convnetvae.data.read_backed`) is then read in long runs; every cell is
+            still seen once per epoch and a minibatch mixes 8 blocks, so write a file sorted
+            by sample or cell type in random row order first.
         callback
             ``callback(epoch, row)`` after each epoch (live loss curves).
         stop_event
             A :class:`threading.Event`; setting it stops after the current minibatch and keeps the
             best model so far. Ctrl-C (KeyboardInterrupt) does the same.
-        kl_warmup_epochs
-            Linearly increase the KL weight over this many epochs (0 = off, as the paper).
-        grad_clip
-            Clip the gradient norm to this value (``None`` = off).
-        weight_decay
-            Adam weight decay.
-        mixed_precision
-            bfloat16 autocast of the forward pass (the loss, gradients and weights stay float32).
-            Meant for GPUs; it also runs on CPU, where it is usually slower unless the CPU has
-            bfloat16 instructions.
-        checkpoint_dir, checkpoint_every, resume
-            Write a resumable checkpoint every ``checkpoint_every`` epochs; ``resume=True``
-            continues from the last one in ``checkpoint_dir``.
-        n_threads
-            CPU threads for torch (default: torch's choice).
-        shuffle_block_size
-            Shuffle contiguous blocks of this many cells instead of single cells, so data on disk
-            (:func:`~convnetvae.data.read_backed`) is read in long runs (``None``: shuffle cells
-            freely). Every cell is still seen once per epoch; a minibatch mixes 8 blocks, so
-            write a file sorted by sample or cell type in random row order first.
+        strategy
+            How the work is spread (:class:`~convnetvae.train.Strategy`); default one process.
+            :class:`convnetvae.distributed.DataParallel` trains as one rank of data-parallel
+            training (every rank calls ``train`` together; ``batch_size`` is per process).
+
+        All settings are defined once in :mod:`convnetvae.settings` (``TrainSettings``).
         """
+        values = _arguments(locals())
+        if values["checkpoint_dir"] is not None:
+            values["checkpoint_dir"] = os.fspath(values["checkpoint_dir"])
+        cfg = settings.make(TrainSettings, **values)
+        if cfg.seed is None:
+            cfg = dataclasses.replace(cfg, seed=self.seed)
         adata, source, codes, mask = self._prepare(None)
-        cfg = TrainConfig(max_epochs=int(max_epochs), batch_size=int(batch_size), lr=float(lr),
-                          weight_decay=float(weight_decay), validation_size=float(validation_size),
-                          early_stopping=bool(early_stopping), patience=int(patience),
-                          kl_warmup_epochs=int(kl_warmup_epochs), grad_clip=grad_clip,
-                          seed=int(self.seed if seed is None else seed), device=device,
-                          mixed_precision=mixed_precision, progress=progress,
-                          checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None,
-                          checkpoint_every=int(checkpoint_every), resume=bool(resume),
-                          n_threads=n_threads, shuffle_block_size=shuffle_block_size)
         trainer = Trainer(self.module, source, codes, mask, cfg, callback=callback,
-                          stop_event=stop_event)
+                          stop_event=stop_event, strategy=strategy)
         from .train import TrainingDiverged
 
         try:
@@ -263,16 +284,16 @@ class ConvNetVAE:
         self._record_training(trainer, cfg, hist)
         return self
 
-    def _record_training(self, trainer: Trainer, cfg: TrainConfig, hist: list[dict],
-                         **extra: object) -> None:
+    def _record_training(self, trainer: Trainer, cfg: TrainConfig, hist: list[dict]) -> None:
         """Keep a finished run's history, settings and outcome on the model."""
         self.history_ = list(hist)
         self.is_trained = len(hist) > 0 or self.is_trained
-        self.train_config = {k: v for k, v in cfg.__dict__.items() if k != "extra"}
+        self.train_config = dataclasses.asdict(cfg)
         self.train_config.update({"stopped_early": trainer.stopped_early,
                                   "interrupted": trainer.interrupted,
                                   "best_epoch": trainer.best_epoch,
-                                  "epochs_trained": len(hist), **extra})
+                                  "epochs_trained": len(hist),
+                                  **trainer.strategy.describe()})
         self.trainer_ = trainer
 
     # ------------------------------------------------------------------ outputs
@@ -367,22 +388,11 @@ class ConvNetVAE:
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
         """Save to a directory: ``config.json`` (versioned) and ``model.safetensors``.
 
-        Neither file can execute code when loaded.
+        Neither file can execute code when loaded (the format: :mod:`convnetvae.model_format`).
         """
-        from safetensors.torch import save_file
-
-        d = Path(path)
-        if d.exists() and any(d.iterdir()) and not overwrite:
-            raise ConvNetVAEError(f"{d} exists and is not empty; pass overwrite=True")
-        d.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
-        with atomic_path(d / "model.safetensors") as tmp:
-            save_file(state, str(tmp), metadata={"format": str(MODEL_FORMAT)})
         config = {
-            "format": MODEL_FORMAT,
-            "package": "convnetvae",
             "module": self.module.config.to_dict(),
-            "registry": {k: v for k, v in self.registry.items()},
+            "registry": dict(self.registry.items()),
             "bins": {"chrom": self.bins["chrom"].astype(str).tolist(),
                      "start": np.asarray(self.bins["start"], dtype=np.int64).tolist(),
                      "end": np.asarray(self.bins["end"], dtype=np.int64).tolist(),
@@ -392,60 +402,30 @@ class ConvNetVAE:
             "train_config": self.train_config,
             "history": self.history_,
         }
-        write_json(d / "config.json", config)
-        return d
+        return model_format.write(path, config, self.module.state_dict(), overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | os.PathLike, adata: ad.AnnData | None = None,
-             device: str = "auto") -> "ConvNetVAE":
+             device: str = "auto") -> ConvNetVAE:
         """Load a model saved with :meth:`save` and attach it to ``adata``.
 
         ``adata`` must have the model's bins, modalities and batch column; it is set up with the
         model's registry. Without ``adata`` the model can only be inspected.
         """
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        d = Path(path)
-        cfg_path, w_path = d / "config.json", d / "model.safetensors"
-        if not d.is_dir() or not cfg_path.exists() or not w_path.exists():
-            raise ConvNetVAEError(f"{d} is not a saved ConvNetVAE model (expected a directory "
-                                  "with config.json and model.safetensors)")
-        try:
-            config = json.loads(cfg_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ConvNetVAEError(f"{cfg_path} is corrupted (not valid JSON): {err}") from None
-        if not isinstance(config, dict) or config.get("package") != "convnetvae":
-            raise ConvNetVAEError(f"{cfg_path} is not a convnetvae model config")
-        fmt = config.get("format")
-        if not isinstance(fmt, int) or fmt > MODEL_FORMAT:
-            raise ConvNetVAEError(
-                f"{d} was saved by a newer convnetvae (model format {fmt}, this version reads up "
-                f"to {MODEL_FORMAT}); upgrade convnetvae")
-        contract.check_saved_config(config, str(cfg_path))
-        try:
-            mcfg = module_config_from_dict(config["module"])
-            registry = dict(config["registry"])
-            bins = pd.DataFrame({"chrom": config["bins"]["chrom"],
-                                 "start": config["bins"]["start"], "end": config["bins"]["end"]},
-                                index=config["bins"].get("names"))
-        except ConvNetVAEError:
-            raise
-        except (KeyError, TypeError, ValueError, AttributeError) as err:
-            what = f"missing {err}" if isinstance(err, KeyError) else f"{type(err).__name__}: {err}"
-            raise ConvNetVAEError(f"{cfg_path} is incomplete or invalid ({what})") from None
-        try:
-            state = load_file(str(w_path))
-        except (SafetensorError, OSError) as err:
-            raise ConvNetVAEError(f"{w_path} is corrupted or truncated: {err}") from None
+        saved = model_format.read(path)
+        mcfg = saved.module_config()
+        registry, bins = saved.registry, saved.bins()
+        state = saved.load_state()
         try:
             module = VAE(mcfg)
         except (TypeError, ValueError, RuntimeError) as err:  # ConvNetVAEError is a ValueError
-            raise ConvNetVAEError(f"{cfg_path} has invalid model settings: {err}") from None
+            raise ConvNetVAEError(f"{saved.config_path} has invalid model settings: {err}") from None
         try:
             module.load_state_dict(state)
         except RuntimeError as err:
-            raise ConvNetVAEError(f"{w_path} does not match its config: {err}") from None
+            raise ConvNetVAEError(f"{saved.path / model_format.WEIGHTS_FILE} does not match its "
+                                  f"config: {err}") from None
+        config = saved.config
         self = cls.__new__(cls)
         self.module = module.to(resolve_device(device)).eval()
         self.registry = registry

@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
+from . import settings
 from .errors import ConvNetVAEError
+from .jobs import add_train_arguments, job_from_args, run_train_job
+from .settings import EmbedSettings, ModelSettings
 
 # subcommands that live in their own modules: name -> module with add_parser(sub) and run(args)
 _EXTERNAL = {"bin": "convnetvae.cli_bin", "benchmark": "convnetvae.cli_benchmark"}
@@ -20,8 +23,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-cells", type=int, default=3000)
     p.add_argument("--n-bins", type=int, default=10_000)
     p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--architecture", default="conv-k31s31")
-    p.add_argument("--seed", type=int, default=0)
+    settings.add_arguments(p, ModelSettings, only=("architecture", "seed"))
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_run_demo)
 
@@ -41,56 +43,20 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model on an h5ad file and save it")
-    p.add_argument("--data", required=True, help="h5ad following the data contract")
-    p.add_argument("--modalities", required=True, help="comma-separated layer names")
-    p.add_argument("--batch-key", default=None)
-    p.add_argument("--architecture", default="conv-k31s31")
-    p.add_argument("--likelihood", default="poisson", choices=["poisson", "nb"])
-    p.add_argument("--n-latent", type=int, default=30)
-    p.add_argument("--epochs", type=int, default=300)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--no-early-stopping", action="store_true",
-                   help="train exactly --epochs (the paper's setting)")
-    p.add_argument("--no-chrom-aware", action="store_true",
-                   help="let kernels cross chromosome boundaries (the paper's behaviour)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backed", action="store_true",
-                   help="leave the count layers on disk and read a minibatch at a time "
-                        "(data larger than RAM)")
-    p.add_argument("--shuffle-block-size", type=int, default=None,
-                   help="shuffle blocks of this many consecutive cells (long reads from disk; "
-                        "write the file in random cell order first)")
-    p.add_argument("--checkpoint-dir", default=None)
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--nproc", type=int, default=1,
-                   help="data-parallel processes on this machine (torch.distributed)")
-    p.add_argument("--out", required=True, help="folder for the saved model")
-    p.add_argument("--quiet", action="store_true")
+    add_train_arguments(p)
     p.set_defaults(func=_run_train)
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    job = job_from_args(args)
     if args.nproc > 1:
-        from .distributed import launch_cli
+        from .distributed import launch
 
-        return launch_cli(args)
-    from .api import ConvNetVAE
-    from .data.backed import read_h5ad
-
-    adata = read_h5ad(args.data, backed=args.backed)
-    mods = [m for m in args.modalities.split(",") if m]
-    ConvNetVAE.setup_anndata(adata, modalities=mods, batch_key=args.batch_key)
-    model = ConvNetVAE(adata, architecture=args.architecture, likelihood=args.likelihood,
-                       n_latent=args.n_latent, chrom_aware=not args.no_chrom_aware,
-                       seed=args.seed)
-    model.train(max_epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                early_stopping=not args.no_early_stopping, device=args.device,
-                progress=not args.quiet, checkpoint_dir=args.checkpoint_dir, resume=args.resume,
-                shuffle_block_size=args.shuffle_block_size)
-    model.save(args.out, overwrite=True)
-    print(f"saved {model!r} to {args.out}")
+        launch(job, args.nproc)
+        print(f"saved model trained by {args.nproc} processes to {job.out}")
+        return 0
+    model = run_train_job(job)
+    print(f"saved {model!r} to {job.out}")
     return 0
 
 
@@ -99,7 +65,7 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True)
     p.add_argument("--model", required=True, help="folder written by `convnetvae train`")
     p.add_argument("--out", required=True, help=".csv (embedding) or .h5ad (data + obsm)")
-    p.add_argument("--device", default="auto")
+    settings.add_arguments(p, EmbedSettings)
     p.set_defaults(func=_run_embed)
 
 
@@ -112,7 +78,7 @@ def _run_embed(args: argparse.Namespace) -> int:
 
     adata = ad.read_h5ad(args.data)
     model = ConvNetVAE.load(args.model, adata, device=args.device)
-    z = model.get_latent_representation()
+    z = model.get_latent_representation(batch_size=args.batch_size)
     out = Path(args.out)
     if out.suffix == ".h5ad":
         adata.obsm["X_convnetvae"] = z
@@ -134,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     _add_train(sub)
     _add_embed(sub)
-    for name, modname in _EXTERNAL.items():
+    for modname in _EXTERNAL.values():
         try:
             mod = importlib.import_module(modname)
         except ModuleNotFoundError as err:
@@ -148,7 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (2 with a clear message for bad input)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or a bad flag (argparse printed why): the exit code
+        return int(exc.code or 0)
     try:
         func = getattr(args, "func", None)
         if func is None:

@@ -17,9 +17,13 @@ import datetime as _dt
 import shlex
 import sys
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
-from convnetvae.errors import ConvNetVAEError
+from . import settings
+from .errors import ConvNetVAEError
+from .evaluate.models import DEFAULT_MODELS, NON_NEURAL, SHUFFLE_SUFFIX
+from .model.registry import preset_names, syntax_help
+from .settings import ModelSettings, TrainSettings
 
 
 def _csv_list(text: str) -> list[str]:
@@ -39,9 +43,10 @@ def _fill(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--batch-key", default=None, help="obs column with the batch/sample (optional)")
     p.add_argument("--modalities", type=_csv_list, default=None,
                    help="comma-separated count layers (default: adata.uns['modalities'] or all layers)")
-    p.add_argument("--models", type=_csv_list, default=["conv-k51s51", "conv-k11s3x2", "fc-l1", "lsi"],
-                   help="comma-separated: conv-kKsS[xL], fc-lL, lsi, lsi-unscaled, mofa; append +shuffle for the bin-shuffle "
-                        "control (default: conv-k51s51,conv-k11s3x2,fc-l1,lsi)")
+    p.add_argument("--models", type=_csv_list, default=list(DEFAULT_MODELS),
+                   help=f"comma-separated: an architecture ({syntax_help()}; listed: {', '.join(preset_names())}), "
+                        f"or a baseline ({', '.join(NON_NEURAL)}); append {SHUFFLE_SUFFIX} for the bin-shuffle "
+                        f"control (default: {','.join(DEFAULT_MODELS)})")
     p.add_argument("--shuffle-control", action="store_true",
                    help="also run every conv model on bin-shuffled data (adds '<model>+shuffle')")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds (1 = no validation split)")
@@ -56,12 +61,8 @@ def _fill(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--n-importance", type=int, default=100,
                    help="importance samples for the marginal likelihood (paper: 100; 0 = skip)")
     p.add_argument("--no-scib", action="store_true", help="skip the scIB metrics")
-    p.add_argument("--n-latent", type=int, default=30)
-    p.add_argument("--n-hidden", type=int, default=128)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--likelihood", choices=("poisson", "nb"), default="poisson")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    settings.add_arguments(p, ModelSettings, only=("likelihood", "n_latent", "n_hidden"))
+    settings.add_arguments(p, TrainSettings, only=("batch_size", "lr", "device"))
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     return p
 
@@ -78,14 +79,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace):
     """Build a :class:`~convnetvae.evaluate.harness.BenchmarkConfig` from parsed arguments."""
-    from convnetvae.evaluate.clustering import DEFAULT_RESOLUTIONS
-    from convnetvae.evaluate.harness import SHUFFLE_SUFFIX, BenchmarkConfig, parse_model_name
+    from .evaluate.clustering import DEFAULT_RESOLUTIONS
+    from .evaluate.harness import BenchmarkConfig
+    from .evaluate.models import bin_order_matters, parse_model_name
 
     models = list(dict.fromkeys(args.models))
     if args.shuffle_control:
         for m in list(models):
             base, shuffled = parse_model_name(m)
-            if base.startswith("conv-") and not shuffled and base + SHUFFLE_SUFFIX not in models:
+            if bin_order_matters(base) and not shuffled and base + SHUFFLE_SUFFIX not in models:
                 models.append(base + SHUFFLE_SUFFIX)
     return BenchmarkConfig(
         models=models, labels_key=args.labels_key, batch_key=args.batch_key, modalities=args.modalities,
@@ -98,8 +100,8 @@ def config_from_args(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark described by ``args``; returns the exit status (0 on success)."""
-    from convnetvae.evaluate.harness import load_inputs, run_benchmark
-    from convnetvae.evaluate.report import write_outputs
+    from .evaluate.harness import load_inputs, run_benchmark
+    from .evaluate.report import write_outputs
 
     cfg = config_from_args(args)
     adata = load_inputs(args.data)

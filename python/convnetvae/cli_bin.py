@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from .errors import ConvNetVAEError
+from .settings import DataSettings, default
 
 
 def _pairs(values: list[str] | None, flag: str) -> dict[str, list[str]]:
@@ -54,13 +55,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                      help="count matrix of a modality (.h5ad, 10x .h5, .mtx[.gz])")
     p.add_argument("--out", "-o", required=True, help="output .h5ad")
     p.add_argument("--bin-size", type=int, default=None,
-                   help="window width in bp (default 10000 for fragments; for counts the "
-                   "inputs' own bin width)")
+                   help=f"window width in bp (default {default(DataSettings, 'bin_size')} for "
+                   "fragments; for counts the inputs' own bin width)")
     p.add_argument("--chrom-sizes", help="chromosome sizes file (required for --fragments)")
     p.add_argument("--blacklist", help="BED file (gz or not) of regions whose bins are dropped")
-    p.add_argument("--n-bins", default="25000",
+    p.add_argument("--n-bins", default=str(default(DataSettings, "n_bins")),
                    help="keep the union of each modality's top bins, this many in total "
-                   "(paper: 25000); 'all' keeps every bin")
+                   "(default: %(default)s, the paper's); 'all' keeps every bin")
     p.add_argument("--barcodes", help="file of cell barcodes to keep, one a line")
     p.add_argument("--barcode-map", action="append", metavar="MODALITY=PATH",
                    help="two-column file mapping a modality's barcodes to cell ids")
@@ -105,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             n_bins = int(n_bins_arg)
         except ValueError:
-            raise ConvNetVAEError(f"--n-bins must be an integer or 'all', got {args.n_bins!r}")
+            raise ConvNetVAEError(
+                f"--n-bins must be an integer or 'all', got {args.n_bins!r}") from None
     out = Path(args.out)
     if out.suffix != ".h5ad":
         raise ConvNetVAEError(f"--out must end in .h5ad, got {str(out)!r}")
@@ -116,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         samples = args.samples.split(",") if args.samples else None
         adata = read_fragments(
             {m: (v if len(v) > 1 else v[0]) for m, v in frags.items()},
-            bin_size=args.bin_size or 10_000,
+            bin_size=args.bin_size or default(DataSettings, "bin_size"),
             chrom_sizes=args.chrom_sizes,
             blacklist=args.blacklist,
             barcodes=args.barcodes,

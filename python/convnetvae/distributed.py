@@ -1,6 +1,8 @@
 """Data-parallel training over several processes (torch.distributed, DDP).
 
-Every process (rank) holds a full copy of the model and reads its own shard of each global
+One rank of data-parallel training is the :class:`DataParallel` strategy of the ordinary
+:class:`~convnetvae.train.Trainer` (``model.train(strategy=DataParallel())``). Every process
+(rank) holds a full copy of the model and reads its own shard of each global
 minibatch; gradients are averaged across ranks by
 :class:`~torch.nn.parallel.DistributedDataParallel` after every step, so all ranks keep identical
 weights. Backends: ``gloo`` on CPU, ``nccl`` on GPU (one GPU per process).
@@ -20,7 +22,9 @@ summed. Only rank 0 shows progress, calls the callback, writes checkpoints and s
 
 Launch
 ------
-* one machine: ``convnetvae train --nproc 2 ...`` or :func:`train_multiprocess`;
+* one machine: ``convnetvae train --nproc 2 ...``, :func:`train_multiprocess` or :func:`launch`
+  (each rank runs the same :func:`convnetvae.jobs.run_train_job` as a one-process
+  ``convnetvae train``);
 * torchrun (one or many machines): ``torchrun --nproc_per_node 4 -m convnetvae.distributed
   --data x.h5ad --modalities ATAC,H3K27ac --out model/`` (the arguments of ``convnetvae train``).
 """
@@ -32,7 +36,8 @@ import dataclasses
 import os
 import socket
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,8 +45,9 @@ import torch.distributed as dist
 
 from .data.loader import MinibatchLoader
 from .errors import ConvNetVAEError
-from .train import Trainer, TrainConfig, resolve_device
-
+from .jobs import TrainJob, add_train_arguments, job_from_args, run_train_job
+from .settings import TrainSettings
+from .train import Strategy, Trainer, resolve_device
 
 #: why block shuffling is refused (the trainer and the command line say the same)
 NO_BLOCK_SHUFFLE = ("works with one process only: data-parallel training shards a fresh "
@@ -86,101 +92,87 @@ def step_seed(seed: int, epoch: int, step: int, rank: int) -> int:
                .generate_state(1)[0])
 
 
-# ---------------------------------------------------------------------- the trainer
-class DistributedTrainer(Trainer):
-    """:class:`~convnetvae.train.Trainer` for one rank of an initialised process group.
+# ---------------------------------------------------------------------- the strategy
+class DataParallel(Strategy):
+    """The :class:`~convnetvae.train.Strategy` of one rank of data-parallel training.
 
-    Takes the arguments of :class:`~convnetvae.train.Trainer`; ``torch.distributed`` must be
-    initialised first (:func:`init_process_group`). Every rank must pass the same data, config and
-    initial weights (the weights are also broadcast from rank 0).
+    ``torch.distributed`` must be initialised first (:func:`init_process_group`); every rank
+    builds the same model on the same data (same seed) and trains with
+    ``model.train(strategy=DataParallel(), ...)`` (or ``Trainer(..., strategy=)``) together.
     """
 
-    def __init__(self, module, source, batch_codes, mask, config: TrainConfig,
-                 callback=None, stop_event=None, train_indices=None,
-                 validation_indices=None) -> None:
+    def __init__(self) -> None:
         if not (dist.is_available() and dist.is_initialized()):
-            raise ConvNetVAEError("DistributedTrainer needs an initialised process group: call "
+            raise ConvNetVAEError("DataParallel needs an initialised process group: call "
                                   "convnetvae.distributed.init_process_group() first or launch "
                                   "with torchrun / convnetvae train --nproc N")
-        if config.shuffle_block_size:
-            raise ConvNetVAEError(f"shuffle_block_size {NO_BLOCK_SHUFFLE}")
         self.rank = dist.get_rank()
         self.world_size = dist.get_world_size()
-        main = self.rank == 0
-        config = dataclasses.replace(config, progress=config.progress and main)
-        super().__init__(module, source, batch_codes, mask, config,
-                         callback=callback if main else None, stop_event=stop_event,
-                         train_indices=train_indices, validation_indices=validation_indices)
-        self.is_main = main
-        if len(epoch_batches(self.train_idx, config.batch_size, self.world_size, config.seed,
+        self.is_main = self.rank == 0
+        self._val_shard: MinibatchLoader | None = None
+
+    @staticmethod
+    def check(train: dict[str, Any]) -> None:
+        """Refuse training settings that data-parallel training cannot honour."""
+        if train.get("shuffle_block_size"):
+            raise ConvNetVAEError(f"shuffle_block_size {NO_BLOCK_SHUFFLE}")
+
+    def device(self, requested: str) -> str:
+        return rank_device(requested)
+
+    def setup(self, trainer: Trainer) -> None:
+        cfg = trainer.config
+        self.check({"shuffle_block_size": cfg.shuffle_block_size})
+        if len(epoch_batches(trainer.train_idx, cfg.batch_size, self.world_size, cfg.seed,
                              0)) == 0:
             raise ConvNetVAEError(
-                f"{len(self.train_idx)} training cells are too few for {self.world_size} "
-                f"processes x batch_size {config.batch_size}: every process needs >= 2 cells")
-        shard = self.val_idx[self.rank::self.world_size]
-        self.val_shard_loader = MinibatchLoader(
-            source, batch_codes, mask, shard, max(config.batch_size, 256), shuffle=False,
-            device=self.device) if len(self.val_idx) else None
-        self.net: torch.nn.Module = module
+                f"{len(trainer.train_idx)} training cells are too few for {self.world_size} "
+                f"processes x batch_size {cfg.batch_size}: every process needs >= 2 cells")
+        if trainer.val_loader is not None:
+            shard = trainer.val_idx[self.rank::self.world_size]
+            self._val_shard = MinibatchLoader(
+                trainer.source, trainer.val_loader.batch_codes, trainer.val_loader.mask, shard,
+                trainer.val_loader.batch_size, shuffle=False, device=trainer.device)
 
-    def _allreduce(self, t: torch.Tensor) -> torch.Tensor:
+    def wrap(self, trainer: Trainer) -> torch.nn.Module:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [trainer.device.index] if trainer.device.type == "cuda" else None
+        return DistributedDataParallel(trainer.module, device_ids=ids, forward_sync_buffers=True)
+
+    def epoch_rows(self, trainer: Trainer, epoch: int) -> list[np.ndarray]:
+        cfg = trainer.config
+        steps = epoch_batches(trainer.train_idx, cfg.batch_size, self.world_size, cfg.seed, epoch)
+        return [parts[self.rank] for parts in steps]
+
+    def stop_requested(self, trainer: Trainer) -> bool:
+        if trainer.stop_event is None:
+            return False
+        flag = torch.tensor([float(trainer.stop_event.is_set())], device=trainer.device)
+        return self.reduce(flag).item() > 0
+
+    def before_step(self, trainer: Trainer, epoch: int, step: int) -> None:
+        torch.manual_seed(step_seed(trainer.config.seed, epoch, step, self.rank))
+
+    def reduce(self, sums: torch.Tensor) -> torch.Tensor:
         # NCCL reduces on the GPU, gloo on the CPU; float64 sums stay exact enough for losses
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        return t
+        dist.all_reduce(sums, op=dist.ReduceOp.SUM)
+        return sums
 
-    def _sync_buffers(self) -> None:
-        for buf in self.module.buffers():
+    def end_epoch(self, trainer: Trainer) -> None:
+        for buf in trainer.module.buffers():
             if buf.is_floating_point() or buf.dtype == torch.long:
                 dist.broadcast(buf, src=0)
 
-    def _train_epoch(self, epoch: int) -> dict[str, float] | None:
-        cfg = self.config
-        self.net.train()
-        kl_w = self._kl_weight(epoch)
-        sums = torch.zeros(5, dtype=torch.float64, device=self.device)
-        steps = epoch_batches(self.train_idx, cfg.batch_size, self.world_size, cfg.seed, epoch)
-        for step, parts in enumerate(steps):
-            if self.stop_event is not None:
-                flag = torch.tensor([float(self.stop_event.is_set())], device=self.device)
-                if self._allreduce(flag).item() > 0:
-                    self.interrupted = True
-                    return None
-            torch.manual_seed(step_seed(cfg.seed, epoch, step, self.rank))
-            # DDP averages the gradients across ranks in the backward pass of the step
-            sums += self._step(self.train_loader.load(parts[self.rank]), kl_w, self.net)
-        self._allreduce(sums)
-        self._sync_buffers()
-        # every rank sees the same sums, so every rank restores and retries together
-        return self._finish_epoch(sums, epoch)
+    def validation_batches(self, trainer: Trainer) -> Any:
+        return self._val_shard if self._val_shard is not None else []
 
-    def _evaluate(self) -> dict[str, float]:
-        self.module.eval()
-        sums = torch.zeros(4, dtype=torch.float64, device=self.device)
-        with torch.no_grad():
-            if self.val_shard_loader is not None:
-                for mb in self.val_shard_loader:
-                    out = self.module(mb.x, mb.batch, mb.mask,
-                                      log_factorials=mb.log_factorials)
-                    elbo = out["reconstruction"] - out["kl"]
-                    sums += torch.stack([elbo.sum(), out["reconstruction"].sum(),
-                                         out["kl"].sum(), elbo.new_tensor(float(len(elbo)))
-                                         ]).double()
-        s = self._allreduce(sums).tolist()
-        n = max(s[3], 1.0)
-        return {"validation_elbo": s[0] / n, "validation_reconstruction": s[1] / n,
-                "validation_kl": s[2] / n, "validation_loss": -s[0] / n}
+    def barrier(self) -> None:
+        """Wait for every rank."""
+        dist.barrier()
 
-    def fit(self) -> list[dict]:
-        """Train (all ranks call this together); returns the history (identical on all ranks)."""
-        from torch.nn.parallel import DistributedDataParallel
-
-        self.module.to(self.device)
-        ids = [self.device.index] if self.device.type == "cuda" else None
-        self.net = DistributedDataParallel(self.module, device_ids=ids, forward_sync_buffers=True)
-        try:
-            return super().fit()
-        finally:
-            self.net = self.module
+    def describe(self) -> dict[str, Any]:
+        return {"world_size": self.world_size}
 
 
 # ---------------------------------------------------------------------- process groups
@@ -244,7 +236,14 @@ def rank_device(device: str = "auto") -> str:
 
 
 # ---------------------------------------------------------------------- API-level training
-_TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)} - {"extra"}
+_TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainSettings)}
+
+
+def _check_train_kwargs(train_kwargs: dict) -> None:
+    unknown = set(train_kwargs) - _TRAIN_FIELDS
+    if unknown:
+        raise ConvNetVAEError(f"unknown training argument(s) {sorted(unknown)}; allowed: "
+                              f"{sorted(_TRAIN_FIELDS)}")
 
 
 def train_distributed(model: Any, **train_kwargs: Any) -> Any:
@@ -254,48 +253,39 @@ def train_distributed(model: Any, **train_kwargs: Any) -> Any:
     keyword arguments are those of :meth:`ConvNetVAE.train <convnetvae.api.ConvNetVAE.train>`
     (``batch_size`` is per process). Returns the model with ``history`` set on every rank.
     """
-    unknown = set(train_kwargs) - _TRAIN_FIELDS
-    if unknown:
-        raise ConvNetVAEError(f"unknown training argument(s) {sorted(unknown)}; allowed: "
-                              f"{sorted(_TRAIN_FIELDS)}")
-    kw = dict(train_kwargs)
-    kw.setdefault("seed", model.seed)
-    kw["device"] = rank_device(kw.get("device", "auto"))
-    if kw.get("checkpoint_dir") is not None:
-        kw["checkpoint_dir"] = str(kw["checkpoint_dir"])
-    cfg = TrainConfig(**kw)
-    _, source, codes, mask = model._prepare(None)
-    trainer = DistributedTrainer(model.module, source, codes, mask, cfg)
-    hist = trainer.fit()
-    model._record_training(trainer, cfg, hist, world_size=trainer.world_size)
-    return model
+    _check_train_kwargs(train_kwargs)
+    return model.train(strategy=DataParallel(), **train_kwargs)
 
 
-def _train_from_file(data: str, modalities: Sequence[str], out: str, batch_key: str | None,
-                     labels_key: str | None, model_kwargs: dict, train_kwargs: dict,
-                     backed: bool) -> None:
-    """Body of one rank: read the data, build the model, train, rank 0 saves."""
-    from .api import ConvNetVAE
-    from .data.backed import read_h5ad
-
-    adata = read_h5ad(data, backed=backed)
-    ConvNetVAE.setup_anndata(adata, modalities=list(modalities), batch_key=batch_key,
-                             labels_key=labels_key)
-    model = ConvNetVAE(adata, **model_kwargs)
-    train_distributed(model, **train_kwargs)
-    if dist.get_rank() == 0:
-        model.save(out, overwrite=True)
-    dist.barrier()
-
-
-def _spawned_worker(rank: int, world_size: int, port: int, spec: dict) -> None:
-    init_process_group(rank, world_size, port, spec.get("backend"))
+def _spawned_worker(rank: int, world_size: int, port: int, job: TrainJob,
+                    backend: str | None) -> None:
+    init_process_group(rank, world_size, port, backend)
     try:
-        _train_from_file(spec["data"], spec["modalities"], spec["out"], spec.get("batch_key"),
-                         spec.get("labels_key"), spec.get("model_kwargs", {}),
-                         spec.get("train_kwargs", {}), spec.get("backed", False))
+        run_train_job(job, DataParallel())
     finally:
         dist.destroy_process_group()
+
+
+def launch(job: TrainJob, nproc: int, backend: str | None = None) -> str:
+    """Run a training job with ``nproc`` processes on this machine; rank 0 saves the model.
+
+    The job's settings are checked here, before any process starts.
+    """
+    import torch.multiprocessing as mp
+
+    if nproc < 1:
+        raise ConvNetVAEError(f"nproc must be >= 1, got {nproc}")
+    if not os.path.exists(job.data):
+        raise ConvNetVAEError(f"data file {job.data} does not exist")
+    _check_train_kwargs(job.train)
+    job.check()
+    DataParallel.check(job.train)
+    try:
+        mp.spawn(_spawned_worker, args=(nproc, free_port(), job, backend), nprocs=nproc,
+                 join=True)
+    except mp.ProcessRaisedException as err:
+        raise ConvNetVAEError(f"a training process failed:\n{err}") from None
+    return job.out
 
 
 def train_multiprocess(data: str | os.PathLike, modalities: Sequence[str], out: str | os.PathLike,
@@ -325,64 +315,26 @@ def train_multiprocess(data: str | os.PathLike, modalities: Sequence[str], out: 
     -------
     The model folder (load it with ``ConvNetVAE.load(out, adata)``).
     """
-    import torch.multiprocessing as mp
-
-    if nproc < 1:
-        raise ConvNetVAEError(f"nproc must be >= 1, got {nproc}")
-    if not os.path.exists(data):
-        raise ConvNetVAEError(f"data file {data} does not exist")
-    spec = {"data": str(data), "modalities": list(modalities), "out": str(out),
-            "batch_key": batch_key, "labels_key": labels_key,
-            "model_kwargs": dict(model_kwargs or {}), "train_kwargs": dict(train_kwargs or {}),
-            "backed": bool(backed), "backend": backend}
-    unknown = set(spec["train_kwargs"]) - _TRAIN_FIELDS
-    if unknown:
-        raise ConvNetVAEError(f"unknown training argument(s) {sorted(unknown)}")
-    try:
-        mp.spawn(_spawned_worker, args=(nproc, free_port(), spec), nprocs=nproc, join=True)
-    except mp.ProcessRaisedException as err:
-        raise ConvNetVAEError(f"a training process failed:\n{err}") from None
-    return str(out)
+    job = TrainJob(data=str(data), modalities=list(modalities), out=str(out),
+                   batch_key=batch_key, labels_key=labels_key, backed=bool(backed),
+                   model=dict(model_kwargs or {}), train=dict(train_kwargs or {}))
+    return launch(job, nproc, backend)
 
 
-# ---------------------------------------------------------------------- command line
-def _specs_from_cli(args: argparse.Namespace) -> dict:
-    if getattr(args, "shuffle_block_size", None):  # not passed on to the ranks: refuse here
-        raise ConvNetVAEError(f"--shuffle-block-size {NO_BLOCK_SHUFFLE}")
-    model_kwargs = {"architecture": args.architecture, "likelihood": args.likelihood,
-                    "n_latent": args.n_latent, "chrom_aware": not args.no_chrom_aware,
-                    "seed": args.seed}
-    train_kwargs = {"max_epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-                    "early_stopping": not args.no_early_stopping, "device": args.device,
-                    "progress": not args.quiet, "checkpoint_dir": args.checkpoint_dir,
-                    "resume": args.resume}
-    return {"data": args.data, "modalities": [m for m in args.modalities.split(",") if m],
-            "out": args.out, "batch_key": args.batch_key, "model_kwargs": model_kwargs,
-            "train_kwargs": train_kwargs, "backed": args.backed}
-
-
-def launch_cli(args: argparse.Namespace) -> int:
-    """``convnetvae train --nproc N``: spawn N local processes (gloo on CPU, NCCL on GPU)."""
-    spec = _specs_from_cli(args)
-    train_multiprocess(spec["data"], spec["modalities"], spec["out"], nproc=args.nproc,
-                       batch_key=spec["batch_key"], model_kwargs=spec["model_kwargs"],
-                       train_kwargs=spec["train_kwargs"], backed=spec["backed"])
-    print(f"saved model trained by {args.nproc} processes to {args.out}")
-    return 0
-
-
+# ---------------------------------------------------------------------- torchrun
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point under torchrun: ``torchrun ... -m convnetvae.distributed <train arguments>``."""
-    from .cli import build_parser
-
-    args = build_parser().parse_args(["train", *(sys.argv[1:] if argv is None else argv)])
-    spec = _specs_from_cli(args)
+    """Entry point under torchrun: ``torchrun ... -m convnetvae.distributed <train arguments>``
+    (the arguments of ``convnetvae train``)."""
+    parser = argparse.ArgumentParser(prog="convnetvae.distributed", description=__doc__)
+    add_train_arguments(parser)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     init_process_group()
     try:
-        _train_from_file(spec["data"], spec["modalities"], spec["out"], spec["batch_key"], None,
-                         spec["model_kwargs"], spec["train_kwargs"], spec["backed"])
+        job = job_from_args(args)
+        DataParallel.check(job.train)
+        run_train_job(job, DataParallel())
         if dist.get_rank() == 0:
-            print(f"saved model trained by {dist.get_world_size()} processes to {args.out}")
+            print(f"saved model trained by {dist.get_world_size()} processes to {job.out}")
     except ConvNetVAEError as err:
         print(f"convnetvae.distributed: error: {err}", file=sys.stderr)
         return 2

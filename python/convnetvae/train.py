@@ -13,9 +13,10 @@ import math
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,34 +26,13 @@ from .data.loader import CountSource, MinibatchLoader
 from .errors import ConvNetVAEError
 from .io_utils import atomic_path, write_json
 from .model.vae import VAE
+from .settings import TrainSettings, validate
 
 CHECKPOINT_FORMAT = 1
 
 
-@dataclass
-class TrainConfig:
-    """Training settings (all reachable from ``ConvNetVAE.train``)."""
-
-    max_epochs: int = 300
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    validation_size: float = 0.1
-    early_stopping: bool = True
-    patience: int = 20
-    min_delta: float = 0.0
-    kl_warmup_epochs: int = 0
-    grad_clip: float | None = 100.0
-    seed: int = 0
-    device: str = "auto"
-    mixed_precision: bool = False
-    progress: bool = True
-    checkpoint_dir: str | None = None
-    checkpoint_every: int = 1
-    resume: bool = False
-    n_threads: int | None = None
-    shuffle_block_size: int | None = None
-    extra: dict = field(default_factory=dict)
+#: the training settings (defined once in :mod:`convnetvae.settings`); ``seed=None`` means 0 here
+TrainConfig = TrainSettings
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -110,6 +90,9 @@ class Trainer:
         Called as ``callback(epoch, row)`` after every epoch with the history row.
     stop_event
         A :class:`threading.Event`; when set, training stops after the current minibatch.
+    strategy
+        How the work is spread (:class:`Strategy`): one process by default, or
+        :class:`convnetvae.distributed.DataParallel` for one rank of data-parallel training.
     """
 
     def __init__(self, module: VAE, source: CountSource, batch_codes: np.ndarray,
@@ -117,22 +100,21 @@ class Trainer:
                  callback: Callable[[int, dict], None] | None = None,
                  stop_event: threading.Event | None = None,
                  train_indices: np.ndarray | None = None,
-                 validation_indices: np.ndarray | None = None) -> None:
-        if config.max_epochs < 0:
-            raise ConvNetVAEError(f"max_epochs must be >= 0, got {config.max_epochs}")
-        if config.batch_size < 2:
-            raise ConvNetVAEError(f"batch_size must be >= 2 (BatchNorm), got {config.batch_size}")
-        if not config.lr > 0:
-            raise ConvNetVAEError(f"lr must be positive, got {config.lr}")
-        if config.shuffle_block_size is not None and int(config.shuffle_block_size) < 1:
-            raise ConvNetVAEError(f"shuffle_block_size must be a positive number of cells or "
-                                  f"None, got {config.shuffle_block_size}")
+                 validation_indices: np.ndarray | None = None,
+                 strategy: Strategy | None = None) -> None:
+        # the schema's checks (types, bounds); an unset seed means 0
+        config = TrainSettings(**validate(TrainSettings, asdict(config)))
+        if config.seed is None:
+            config = replace(config, seed=0)
+        self.strategy = strategy if strategy is not None else Strategy()
+        if not self.strategy.is_main:  # only the main process reports
+            config, callback = replace(config, progress=False), None
         self.module = module
         self.source = source
         self.config = config
         self.callback = callback
         self.stop_event = stop_event
-        self.device = resolve_device(config.device)
+        self.device = resolve_device(self.strategy.device(config.device))
         if train_indices is None:
             train_indices, validation_indices = split_indices(
                 source.n_obs, config.validation_size, config.seed)
@@ -159,7 +141,13 @@ class Trainer:
         self.bad_epochs = 0
         self.start_epoch = 0
         self.lr_lowered = False
-        self.is_main = True  # False on non-zero ranks of distributed training (no checkpoints)
+        self.net: torch.nn.Module = module  # what the steps run (a strategy may wrap the module)
+        self.strategy.setup(self)
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process reports, checkpoints and saves (False on other ranks)."""
+        return self.strategy.is_main
 
     # ------------------------------------------------------------------ one pass
     def _kl_weight(self, epoch: int) -> float:
@@ -167,20 +155,19 @@ class Trainer:
         return 1.0 if w <= 0 else min(1.0, (epoch + 1) / w)
 
     def _evaluate(self) -> dict[str, float]:
-        assert self.val_loader is not None
+        """Validation ELBO per cell (summed over every process's share by the strategy)."""
         self.module.eval()
-        sums = torch.zeros(3, dtype=torch.float64, device=self.device)
-        n = 0
+        sums = torch.zeros(4, dtype=torch.float64, device=self.device)
         with torch.no_grad():
-            for mb in self.val_loader:
+            for mb in self.strategy.validation_batches(self):
                 out = self.module(mb.x, mb.batch, mb.mask, log_factorials=mb.log_factorials)
                 elbo = out["reconstruction"] - out["kl"]
-                sums += torch.stack([elbo.sum(), out["reconstruction"].sum(),
-                                     out["kl"].sum()]).double()
-                n += mb.x.shape[0]
-        s = (sums / max(n, 1)).tolist()
-        return {"validation_elbo": s[0], "validation_reconstruction": s[1],
-                "validation_kl": s[2], "validation_loss": -s[0]}
+                sums += torch.stack([elbo.sum(), out["reconstruction"].sum(), out["kl"].sum(),
+                                     elbo.new_tensor(float(len(elbo)))]).double()
+        s = self.strategy.reduce(sums).tolist()
+        n = max(s[3], 1.0)
+        return {"validation_elbo": s[0] / n, "validation_reconstruction": s[1] / n,
+                "validation_kl": s[2] / n, "validation_loss": -s[0] / n}
 
     def _snapshot(self) -> tuple[dict, dict]:
         return (copy.deepcopy(self.module.state_dict()),
@@ -228,14 +215,18 @@ class Trainer:
                 "train_kl": s[2] / n, "train_loss": -s[0] / n}
 
     def _train_epoch(self, epoch: int) -> dict[str, float] | None:
-        self.module.train()
+        self.net.train()
         kl_w = self._kl_weight(epoch)
         sums = torch.zeros(5, dtype=torch.float64, device=self.device)
-        for rows in self.train_loader.batches():
-            if self.stop_event is not None and self.stop_event.is_set():
+        for step, rows in enumerate(self.strategy.epoch_rows(self, epoch)):
+            if self.strategy.stop_requested(self):
                 self.interrupted = True
                 return None
-            sums += self._step(self.train_loader.load(rows), kl_w)
+            self.strategy.before_step(self, epoch, step)
+            sums += self._step(self.train_loader.load(rows), kl_w, self.net)
+        self.strategy.reduce(sums)
+        self.strategy.end_epoch(self)
+        # with several processes every one sees the same sums, so all restore and retry together
         return self._finish_epoch(sums, epoch)
 
     # ------------------------------------------------------------------ the loop
@@ -246,6 +237,14 @@ class Trainer:
             torch.set_num_threads(cfg.n_threads)
         torch.manual_seed(cfg.seed)
         self.module.to(self.device)
+        self.net = self.strategy.wrap(self)
+        try:
+            return self._fit()
+        finally:
+            self.net = self.module
+
+    def _fit(self) -> list[dict]:
+        cfg = self.config
         self.optimizer = torch.optim.Adam(parameter_groups(self.module, cfg.lr),
                                           lr=cfg.lr, weight_decay=cfg.weight_decay)
         if cfg.resume:
@@ -332,6 +331,55 @@ def parameter_groups(module: torch.nn.Module, lr: float) -> list[dict]:
     if offsets:
         groups.append({"params": offsets, "lr": lr * BATCH_OFFSET_LR_SCALE})
     return groups
+
+
+class Strategy:
+    """How a :class:`Trainer` spreads its work; this base class is one process.
+
+    A strategy is given to ``Trainer(..., strategy=)`` or ``ConvNetVAE.train(strategy=)``; the
+    trainer calls these hooks and nothing else, so data-parallel training
+    (:class:`convnetvae.distributed.DataParallel`) is a subclass, not a second training loop.
+    """
+
+    #: whether this process reports progress, calls the callback and writes checkpoints
+    is_main: bool = True
+
+    def device(self, requested: str) -> str:
+        """The device this process trains on, given the requested one."""
+        return requested
+
+    def setup(self, trainer: Trainer) -> None:
+        """Check the trainer's settings and data (called at the end of ``Trainer.__init__``)."""
+
+    def wrap(self, trainer: Trainer) -> torch.nn.Module:
+        """The network the training steps run (the module itself, or a wrapper of it)."""
+        return trainer.module
+
+    def epoch_rows(self, trainer: Trainer, epoch: int) -> Iterable[np.ndarray]:
+        """The training rows of each step of one epoch, for this process."""
+        return trainer.train_loader.batches()
+
+    def stop_requested(self, trainer: Trainer) -> bool:
+        """Whether to stop now (the trainer's ``stop_event``; all processes agree)."""
+        return trainer.stop_event is not None and trainer.stop_event.is_set()
+
+    def before_step(self, trainer: Trainer, epoch: int, step: int) -> None:
+        """Called before every training step (e.g. to seed the step's randomness)."""
+
+    def reduce(self, sums: torch.Tensor) -> torch.Tensor:
+        """Sum ``sums`` over processes in place and return it."""
+        return sums
+
+    def end_epoch(self, trainer: Trainer) -> None:
+        """Called after the last step of an epoch (e.g. to share BatchNorm statistics)."""
+
+    def validation_batches(self, trainer: Trainer) -> Iterable[Any]:
+        """This process's share of the validation minibatches."""
+        return trainer.val_loader if trainer.val_loader is not None else []
+
+    def describe(self) -> dict[str, Any]:
+        """Extra facts recorded in the model's ``train_config`` (e.g. ``world_size``)."""
+        return {}
 
 
 class _NonFinite(Exception):

@@ -1,5 +1,7 @@
 """Bin names (three styles), rebinning peaks into windows, and the paper's top-bin selection."""
 
+from pathlib import Path
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -196,3 +198,33 @@ def test_sort_bins_into_natural_order():
     assert list(out.var_names) == ["chr1-1-10", "chr2:0-10", "chr2:10-20", "chr10:0-10", "chrX:0-10"]
     assert list(out.var["start"]) == [0, 0, 10, 0, 0]
     np.testing.assert_array_equal(out.layers["A"].toarray(), [[4, 3, 1, 0, 2]])
+
+
+# ---------------------------------------------------------------------------- shared with R
+FEATURE_BINS = Path(__file__).resolve().parents[1] / "testthat" / "feature_bins.tsv"
+
+
+def _feature_bin_cases() -> list[dict]:
+    table = pd.read_csv(FEATURE_BINS, sep="\t", comment="#", dtype=str, keep_default_na=False)
+    return table.to_dict("records")
+
+
+@pytest.mark.parametrize("case", _feature_bin_cases(), ids=lambda c: f"{c['name']}@{c['bin_size']}")
+def test_feature_to_bin_table_shared_with_r(case):
+    """The same table runs in tests/testthat/test-feature-bins.R: R and Python agree."""
+    from convnetvae.data.bins import feature_windows
+    from convnetvae.errors import ConvNetVAEError
+
+    name, bin_size = case["name"], int(case["bin_size"])
+    if case["ok"] == "FALSE":
+        with pytest.raises(ConvNetVAEError):
+            parse_bin_names([name])
+        return
+    f = parse_bin_names([name])
+    assert f.iloc[0].tolist() == [case["chrom"], int(case["start"]), int(case["end"])]
+    window = int(case["window"])
+    assert feature_windows(f, bin_size).tolist() == [window]
+    # the rebinning puts the feature's counts in that window of the genome-wide grid
+    grid = make_bins({case["chrom"]: (window + 5) * bin_size}, bin_size)
+    out, rep = rebin_matrix(sp.csr_matrix(np.array([[3]])), f, grid)
+    assert rep["n_features_outside"] == 0 and out.toarray()[0].tolist().index(3) == window

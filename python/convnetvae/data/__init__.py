@@ -7,7 +7,11 @@ __all__ = ["simulate"]
 # genomic data pipeline (fragments / count matrices -> the data contract)
 from .backed import read_backed  # noqa: E402
 from .bins import (  # noqa: E402
-    format_bin_names, parse_bin_names, rebin_matrix, select_top_bins, sort_bins,
+    format_bin_names,
+    parse_bin_names,
+    rebin_matrix,
+    select_top_bins,
+    sort_bins,
 )
 from .fragments import read_fragments  # noqa: E402
 from .genome import make_bins, read_blacklist, read_chrom_sizes, sort_chromosomes  # noqa: E402

@@ -9,7 +9,8 @@ embedded.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import anndata as ad
 import numpy as np
@@ -53,7 +54,7 @@ class H5CSRSource:
         self._init_groups(groups, list(modalities))
 
     @classmethod
-    def from_groups(cls, groups: Sequence[Any], names: Sequence[str]) -> "H5CSRSource":
+    def from_groups(cls, groups: Sequence[Any], names: Sequence[str]) -> H5CSRSource:
         """A source over already open h5py groups (one CSR matrix per modality)."""
         self = cls.__new__(cls)
         self.path = str(groups[0].file.filename)

@@ -164,6 +164,17 @@ def infer_bin_size(features: pd.DataFrame) -> int | None:
     return width
 
 
+def feature_windows(features: pd.DataFrame, bin_size: int) -> np.ndarray:
+    """Index of the ``bin_size`` window of each feature: the window holding its midpoint
+    ``floor((start + end) / 2)`` (0-based coordinates), the rule of :func:`rebin_matrix`.
+
+    R's ``.feature_windows`` applies the same rule; ``tests/testthat/feature_bins.tsv`` holds
+    the cases both are tested on.
+    """
+    mid = (features["start"].to_numpy(np.int64) + features["end"].to_numpy(np.int64)) // 2
+    return mid // int(bin_size)
+
+
 def rebin_matrix(
     counts: sp.spmatrix,
     features: pd.DataFrame,

@@ -1,5 +1,8 @@
 """The AnnData data contract: validation and the registry written by ``setup_anndata``.
 
+:func:`build` is the one writer of the contract (every reader and the simulator end in it);
+:func:`setup_anndata` validates an AnnData and writes the registry a model uses.
+
 Contract: ``layers[modality]`` are sparse integer counts (cells x bins, all over the same bins),
 ``var`` has ``chrom``/``start``/``end`` (0-based half-open) in genome order without overlaps,
 ``obs[batch_key]`` holds batch labels without missing values, and
@@ -9,7 +12,8 @@ Contract: ``layers[modality]`` are sparse integer counts (cells x bins, all over
 from __future__ import annotations
 
 import warnings
-from typing import Any, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import anndata as ad
 import numpy as np
@@ -133,6 +137,70 @@ def disk_row_sums(x: Any, name: str) -> np.ndarray:
     return sums
 
 
+# ---------------------------------------------------------------------------- the writer
+def build(layers: Mapping[str, Any], var: pd.DataFrame, obs: pd.DataFrame,
+          mask: np.ndarray | None = None, uns: Mapping[str, Any] | None = None) -> ad.AnnData:
+    """The one writer of the data contract: every reader and the simulator end here.
+
+    Parameters
+    ----------
+    layers
+        Modality -> cells x bins counts (sparse or dense; integer values), in channel order.
+    var
+        The bins: ``chrom``, ``start``, ``end`` (0-based half-open), in genome order.
+    obs
+        The cells (index = cell names) and their columns; ``n_counts_<modality>`` is added.
+    mask
+        Boolean cells x modalities array of observed modalities (``obsm["modality_mask"]``), or
+        ``None`` when every cell has every modality.
+    uns
+        Further ``uns`` entries (provenance of the reader).
+
+    Returns
+    -------
+    anndata.AnnData
+        ``layers[m]`` CSR integer counts (int32, int64 beyond 2**31 - 1) with sorted indices,
+        ``obs["n_counts_<m>"]`` (int64), ``uns["modalities"]`` and the mask when given.
+    """
+    modalities = [str(m) for m in layers]
+    if not modalities:
+        raise ConvNetVAEError("no modalities given: pass at least one count layer")
+    check_var_coordinates(var, "the bins (var)")
+    obs = obs.copy()
+    out = {}
+    for m, x in layers.items():
+        csr = _count_csr(x, str(m))
+        if csr.shape != (len(obs), len(var)):
+            raise ConvNetVAEError(f"layer {m!r} has shape {csr.shape}, expected "
+                                  f"{(len(obs), len(var))} (cells x bins)")
+        out[str(m)] = csr
+        obs[f"n_counts_{m}"] = np.asarray(csr.sum(axis=1), dtype=np.int64).ravel()
+    adata = ad.AnnData(obs=obs, var=var.copy(), layers=out)
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != (len(obs), len(modalities)):
+            raise ConvNetVAEError(f"the modality mask has shape {mask.shape}, expected "
+                                  f"{(len(obs), len(modalities))} (cells x modalities)")
+        adata.obsm[MASK_KEY] = mask
+    adata.uns["modalities"] = modalities
+    for k, v in (uns or {}).items():
+        adata.uns[k] = v
+    return adata
+
+
+def _count_csr(x: Any, name: str) -> sp.csr_matrix:
+    """Checked counts as CSR with an integer dtype and sorted indices."""
+    csr = sp.csr_matrix(check_counts(x, name))
+    big = csr.nnz and csr.data.max() >= 2**31
+    dtype = np.int64 if big else np.int32
+    if csr.dtype != dtype:
+        csr = csr.astype(dtype)
+    csr.sum_duplicates()
+    csr.sort_indices()
+    return csr
+
+
+# ---------------------------------------------------------------------------- the registry
 def setup_anndata(
     adata: ad.AnnData,
     modalities: Sequence[str] | None = None,
@@ -154,7 +222,7 @@ def setup_anndata(
         Column of ``adata.obs`` with cell labels (used only for evaluation), or ``None``.
     mask_key
         Key of ``adata.obsm`` holding a boolean cells x modalities mask of observed modalities
-        (default ``"modality_mask"`` when present), or an ``obs`` column name prefix is not used.
+        (default ``"modality_mask"`` when present).
 
     Returns
     -------
@@ -162,65 +230,14 @@ def setup_anndata(
     """
     if not isinstance(adata, ad.AnnData):
         raise ConvNetVAEError(f"expected an AnnData, got {type(adata).__name__}")
-    if modalities is None:
-        modalities = list(adata.uns.get("modalities", []))
-        if not modalities:
-            raise ConvNetVAEError(
-                "modalities= is required: name the count layers to model, e.g. "
-                f"modalities=['ATAC', 'H3K27ac']; available layers: {list(adata.layers.keys())}")
-    if isinstance(modalities, str):
-        modalities = [modalities]
-    modalities = [str(m) for m in modalities]
-    if not modalities:
-        raise ConvNetVAEError(
-            "modalities is empty: name at least one count layer, e.g. modalities=['ATAC']; "
-            f"available layers: {list(adata.layers.keys())}")
-    if len(set(modalities)) != len(modalities):
-        raise ConvNetVAEError(f"modalities contain duplicates: {modalities}")
-    for m in modalities:
-        if m not in adata.layers:
-            raise ConvNetVAEError(
-                f"layer {m!r} not found in adata.layers (available: {list(adata.layers.keys())}); "
-                "each modality must be a count layer over the same bins")
+    modalities = _check_modalities(adata, modalities)
     if adata.n_obs == 0:
         raise ConvNetVAEError("adata has no cells")
     chroms = check_var_coordinates(adata.var)
-    lib_cols: list[np.ndarray] = []
-    for m in modalities:
-        layer = adata.layers[m]
-        if layer.shape != (adata.n_obs, adata.n_vars):
-            raise ConvNetVAEError(
-                f"layer {m!r} has shape {layer.shape}, expected {(adata.n_obs, adata.n_vars)}: "
-                "all modalities must share the same bins")
-        if is_disk_matrix(layer):  # stays on disk: validated and summed block by block
-            lib_cols.append(disk_row_sums(layer, m))
-            continue
-        csr = check_counts(layer, m)
-        if csr is not layer and not adata.is_view:
-            adata.layers[m] = csr
-        lib_cols.append(np.asarray(csr.sum(axis=1), dtype=np.float64).ravel())
-
-    batch_categories: list[str] = []
-    if batch_key is not None:
-        if batch_key not in adata.obs.columns:
-            raise ConvNetVAEError(
-                f"batch_key {batch_key!r} is not a column of adata.obs (columns: "
-                f"{list(adata.obs.columns)})")
-        col = adata.obs[batch_key]
-        if col.isna().any():
-            n = int(col.isna().sum())
-            raise ConvNetVAEError(
-                f"batch column {batch_key!r} has {n} missing (NaN) values; assign every cell a "
-                "batch or drop those cells")
-        batch_categories = [str(c) for c in pd.Categorical(col.astype(str)).categories]
-    if labels_key is not None and labels_key not in adata.obs.columns:
-        raise ConvNetVAEError(
-            f"labels_key {labels_key!r} is not a column of adata.obs (columns: "
-            f"{list(adata.obs.columns)})")
-
+    lib = np.stack([_library_sizes(adata, m) for m in modalities], axis=1)
+    batch_categories = _check_obs_keys(adata, batch_key, labels_key)
     mask = get_mask(adata, modalities, mask_key)
     has_missing = bool(mask is not None and not mask.all())
-    lib = np.stack(lib_cols, axis=1)
     observed_zero = (lib == 0) & (mask if mask is not None else True)
     if observed_zero.any():
         bad = {m: int(observed_zero[:, j].sum()) for j, m in enumerate(modalities)
@@ -242,6 +259,68 @@ def setup_anndata(
     }
     adata.uns[REGISTRY_KEY] = registry
     return registry
+
+
+def _check_modalities(adata: ad.AnnData, modalities: Sequence[str] | str | None) -> list[str]:
+    if modalities is None:
+        modalities = list(adata.uns.get("modalities", []))
+        if not modalities:
+            raise ConvNetVAEError(
+                "modalities= is required: name the count layers to model, e.g. "
+                f"modalities=['ATAC', 'H3K27ac']; available layers: {list(adata.layers.keys())}")
+    if isinstance(modalities, str):
+        modalities = [modalities]
+    modalities = [str(m) for m in modalities]
+    if not modalities:
+        raise ConvNetVAEError(
+            "modalities is empty: name at least one count layer, e.g. modalities=['ATAC']; "
+            f"available layers: {list(adata.layers.keys())}")
+    if len(set(modalities)) != len(modalities):
+        raise ConvNetVAEError(f"modalities contain duplicates: {modalities}")
+    for m in modalities:
+        if m not in adata.layers:
+            raise ConvNetVAEError(
+                f"layer {m!r} not found in adata.layers (available: {list(adata.layers.keys())}); "
+                "each modality must be a count layer over the same bins")
+    return modalities
+
+
+def _library_sizes(adata: ad.AnnData, m: str) -> np.ndarray:
+    """Check one layer's shape and counts (converted to CSR in place) and return its row sums."""
+    layer = adata.layers[m]
+    if layer.shape != (adata.n_obs, adata.n_vars):
+        raise ConvNetVAEError(
+            f"layer {m!r} has shape {layer.shape}, expected {(adata.n_obs, adata.n_vars)}: "
+            "all modalities must share the same bins")
+    if is_disk_matrix(layer):  # stays on disk: validated and summed block by block
+        return disk_row_sums(layer, m)
+    csr = check_counts(layer, m)
+    if csr is not layer and not adata.is_view:
+        adata.layers[m] = csr
+    return np.asarray(csr.sum(axis=1), dtype=np.float64).ravel()
+
+
+def _check_obs_keys(adata: ad.AnnData, batch_key: str | None, labels_key: str | None
+                    ) -> list[str]:
+    """Check the batch and label columns; returns the batch categories."""
+    batch_categories: list[str] = []
+    if batch_key is not None:
+        if batch_key not in adata.obs.columns:
+            raise ConvNetVAEError(
+                f"batch_key {batch_key!r} is not a column of adata.obs (columns: "
+                f"{list(adata.obs.columns)})")
+        col = adata.obs[batch_key]
+        if col.isna().any():
+            n = int(col.isna().sum())
+            raise ConvNetVAEError(
+                f"batch column {batch_key!r} has {n} missing (NaN) values; assign every cell a "
+                "batch or drop those cells")
+        batch_categories = [str(c) for c in pd.Categorical(col.astype(str)).categories]
+    if labels_key is not None and labels_key not in adata.obs.columns:
+        raise ConvNetVAEError(
+            f"labels_key {labels_key!r} is not a column of adata.obs (columns: "
+            f"{list(adata.obs.columns)})")
+    return batch_categories
 
 
 def get_registry(adata: ad.AnnData) -> dict:
@@ -348,72 +427,3 @@ def check_same_bins(adata: ad.AnnData, bins: pd.DataFrame, modalities: Sequence[
             f"bin {i} differs from the model's: data has {v['chrom'].iloc[i]}:{v['start'].iloc[i]}-"
             f"{v['end'].iloc[i]}, model has {bins['chrom'].iloc[i]}:{bins['start'].iloc[i]}-"
             f"{bins['end'].iloc[i]}; use the same bins the model was trained on")
-
-
-def check_saved_config(config: dict, where: str) -> None:
-    """Check the structure of a saved model's ``config.json`` (see ``ConvNetVAE.save``).
-
-    A damaged or hand-edited config raises a :class:`ConvNetVAEError` naming the field, instead
-    of failing later with an unrelated error.
-
-    Parameters
-    ----------
-    config
-        The parsed JSON object.
-    where
-        The file, for messages.
-    """
-    def bad(field: str, want: str) -> ConvNetVAEError:
-        return ConvNetVAEError(f"{where} is damaged: {field} must be {want}; re-save the model")
-
-    def is_int(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool)
-
-    def str_list(v: Any) -> bool:
-        return isinstance(v, list) and all(isinstance(s, str) for s in v)
-
-    module, reg, bins = config.get("module"), config.get("registry"), config.get("bins")
-    if not isinstance(module, dict):
-        raise bad("'module'", "an object")
-    if not isinstance(reg, dict):
-        raise bad("'registry'", "an object")
-    if not isinstance(bins, dict):
-        raise bad("'bins'", "an object")
-    mods = reg.get("modalities")
-    if not str_list(mods) or not mods or len(set(mods)) != len(mods):
-        raise bad("registry.modalities", "a non-empty list of distinct layer names")
-    for key in ("batch_key", "labels_key", "mask_key"):
-        if reg.get(key) is not None and not isinstance(reg.get(key), str):
-            raise bad(f"registry.{key}", "a column name or null")
-    cats = reg.get("batch_categories", [])
-    if not str_list(cats) or len(set(cats)) != len(cats):
-        raise bad("registry.batch_categories", "a list of distinct batch names")
-    if not isinstance(reg.get("has_missing", False), bool):
-        raise bad("registry.has_missing", "true or false")
-    lengths = module.get("chrom_lengths")
-    if not isinstance(lengths, list) or not lengths or not all(
-            is_int(n) and n > 0 for n in lengths):
-        raise bad("module.chrom_lengths", "a non-empty list of positive bin counts")
-    if module.get("n_modalities") != len(mods):
-        raise bad("module.n_modalities", f"the number of modalities ({len(mods)})")
-    if module.get("n_batches") != max(1, len(cats)):
-        raise bad("module.n_batches", f"the number of batches ({max(1, len(cats))})")
-    chrom, start, end = bins.get("chrom"), bins.get("start"), bins.get("end")
-    n = sum(lengths)
-    if not str_list(chrom) or len(chrom) != n:
-        raise bad("bins.chrom", f"a list of {n} chromosome names")
-    for field, v in (("start", start), ("end", end)):
-        if not isinstance(v, list) or len(v) != n or not all(is_int(x) for x in v):
-            raise bad(f"bins.{field}", f"a list of {n} integers")
-    names = bins.get("names")
-    if names is not None and (not str_list(names) or len(names) != n):
-        raise bad("bins.names", f"a list of {n} bin names or null")
-    if any(s < 0 or e <= s for s, e in zip(start, end)):
-        raise bad("bins.start/end", "0-based half-open intervals (0 <= start < end)")
-    hist = config.get("history", [])
-    if not isinstance(hist, list) or not all(isinstance(r, dict) for r in hist):
-        raise bad("'history'", "a list of per-epoch objects")
-    if not isinstance(config.get("train_config", {}), dict):
-        raise bad("'train_config'", "an object")
-    if not is_int(config.get("seed", 0)):
-        raise bad("'seed'", "an integer")

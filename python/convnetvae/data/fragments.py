@@ -24,7 +24,7 @@ import subprocess
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -32,9 +32,10 @@ import scipy.sparse as sp
 
 from ..errors import ConvNetVAEError
 from .bins import blacklist_bins
+from .contract import build
 from .genome import BedLike, ChromSizesLike, check_bin_size, make_bins, read_chrom_sizes
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 FRAGMENTS_KEY = "convnetvae_fragments"
 _N_EXTRA = 8  # sentinel columns catching lines with too many fields when skipping malformed lines
 
@@ -211,187 +212,215 @@ def _bad_line(path: Path, line: int, why: str, text: str | None = None) -> ConvN
         "skip_malformed=True (--skip-malformed) to skip and count such lines")
 
 
-def _count_file(
-    path: Path,
-    genome: _Genome,
-    resolve: Callable[[str], str | None],
-    skip_malformed: bool,
-    unknown_chroms: str,
-    chunk_size: int,
-    progress: Any | None,
-) -> tuple[sp.csr_matrix, list[str], np.ndarray, dict]:
-    """Bin one fragment file. Returns (cells x bins CSR, cell ids, fragments per cell, stats)."""
-    if not path.exists():
-        raise ConvNetVAEError(f"fragment file not found: {str(path)!r}")
-    n_header, n_fields = _peek_layout(path)
-    if n_fields < 4:
-        raise _bad_line(path, n_header + 1,
-                        f"expected at least 4 tab-separated columns (chrom start end barcode), "
-                        f"found {n_fields}")
-    n_extra = _N_EXTRA if skip_malformed else 1
-    names = [f"f{i}" for i in range(n_fields + n_extra)]
-    extra_cols = [names[i] for i in range(n_fields, n_fields + n_extra)]
-    # barcode lookup: raw barcode -> cell row (or -1 = not a wanted cell)
-    bc_index: dict[str, int] = {}
-    cell_ids: list[str] = []
-    cell_row: dict[str, int] = {}
-    acc = _CsrAccumulator(genome.n_bins)
-    frag_per_cell = np.zeros(0, dtype=np.int64)
-    stats = {"file": str(path), "n_lines": 0, "n_fragments": 0, "n_malformed": 0,
-             "n_other_chrom": 0, "n_unwanted_barcode": 0, "first_malformed_line": None}
-    src = _Source(path)
-    rows_before = 0
-    last_pos = 0
-    bs = genome.bin_size
-    try:
-        reader = pd.read_csv(
-            src.stream, sep="\t", header=None, names=names,
-            skiprows=n_header, chunksize=chunk_size, engine="c", quoting=csv.QUOTE_NONE,
-            dtype={"f0": str, "f3": str}, skip_blank_lines=False,
-            na_filter=True, keep_default_na=False, na_values=[""], low_memory=True,
-        )
-        for chunk in reader:
-            n = len(chunk)
-            first_line = n_header + rows_before + 1
-            bad = np.zeros(n, dtype=bool)
-            # hash-based factorisation (no sorting of categories), -1 for missing values
-            chrom_codes, cats = pd.factorize(chunk["f0"].to_numpy(), sort=False)
-            bcodes, bcats = pd.factorize(chunk["f3"].to_numpy(), sort=False)
-            # wrong column count: a missing barcode (fewer fields) or a sentinel value (more)
-            fewer = bcodes < 0
-            more = np.zeros(n, dtype=bool)
-            for c in extra_cols:
-                more |= chunk[c].notna().to_numpy()
-            wrong = fewer | more
-            blank = fewer & (chrom_codes < 0) & chunk["f1"].isna().to_numpy()
-            wrong &= ~blank
-            bad |= wrong
-            # integer coordinates
-            coords = []
-            nonint_any = np.zeros(n, dtype=bool)
-            for col in ("f1", "f2"):
-                v = chunk[col]
-                if v.dtype.kind in "iu":
-                    coords.append(v.to_numpy(np.int64))
-                    continue
-                num = pd.to_numeric(v, errors="coerce").to_numpy(np.float64)
-                nonint = ~np.isfinite(num) | (num != np.round(num))
-                nonint_any |= nonint & ~blank & ~wrong
-                bad |= nonint_any
-                coords.append(np.where(nonint, 0, num).astype(np.int64))
-            start, end = coords
-            invalid = (end <= start) | (start < 0)
-            bad |= invalid & ~blank
-            # chromosome lookup per category
-            off = np.full(len(cats), -1, dtype=np.int64)
-            length = np.zeros(len(cats), dtype=np.int64)
-            for i, c in enumerate(cats):
-                if c in genome.offsets:
-                    off[i] = genome.offsets[c]
-                    length[i] = genome.lengths[c]
-                elif c in genome.excluded or unknown_chroms == "skip":
-                    off[i] = -2
-                else:
-                    off[i] = -3
-            o = np.where(chrom_codes >= 0, off[chrom_codes], -1) if len(cats) else \
-                np.full(n, -1, dtype=np.int64)
-            unknown = (o == -3) & ~bad & ~blank
-            if unknown.any():
-                r = int(np.flatnonzero(unknown)[0])
-                raise ConvNetVAEError(
-                    f"fragment file {str(path)!r}, line {first_line + r}: chromosome "
-                    f"{chunk['f0'].iloc[r]!r} is not in chrom_sizes (known: "
-                    f"{list(genome.sizes.index[:5])}...). Use the chrom sizes of the genome build "
-                    "the fragments were aligned to, or pass unknown_chroms='skip'")
-            on_chrom = o >= 0
-            chrom_len = length[chrom_codes] if len(cats) else np.zeros(n, dtype=np.int64)
-            beyond = on_chrom & (end > chrom_len) & ~bad
-            bad |= beyond
-            if bad.any():
-                r = int(np.flatnonzero(bad)[0])
-                if not skip_malformed:
-                    src.check_truncated()
-                    text = "\t".join(str(x) for x in chunk.iloc[r, :4].tolist())
-                    if wrong[r]:
-                        why = f"wrong number of columns (expected {n_fields})"
-                    elif beyond[r]:
-                        why = ("fragment end lies beyond the chromosome's length in chrom_sizes "
-                               "(wrong genome build?)")
-                    elif nonint_any[r]:
-                        why = "start/end are not integers"
-                    else:
-                        why = "end must be greater than start (0-based half-open, start >= 0)"
-                    raise _bad_line(path, first_line + r, why, text)
-                stats["n_malformed"] += int(bad.sum())
-                if stats["first_malformed_line"] is None:
-                    stats["first_malformed_line"] = first_line + r
-            stats["n_lines"] += int(n - blank.sum())
-            keep = on_chrom & ~bad & ~blank
-            stats["n_other_chrom"] += int(((o == -2) & ~bad & ~blank).sum())
-            # barcodes -> cell rows
-            bmap = np.fromiter((_lookup(b, bc_index, cell_ids, cell_row, resolve) for b in bcats),
-                               dtype=np.int64, count=len(bcats))
-            cell = np.where(bcodes >= 0, bmap[bcodes] if len(bmap) else -1, -1)
-            unwanted = keep & (cell < 0)
-            stats["n_unwanted_barcode"] += int(unwanted.sum())
-            keep &= cell >= 0
-            cell = cell[keep]
-            oo = o[keep]
-            b1 = oo + start[keep] // bs
-            b2 = oo + (end[keep] - 1) // bs
-            two = b2 != b1
-            rows = np.concatenate([cell, cell[two]])
-            cols = np.concatenate([b1, b2[two]])
-            n_cells = len(cell_ids)
-            acc.add(rows, cols, n_cells)
-            fc = np.bincount(cell, minlength=n_cells)
-            if len(frag_per_cell) < n_cells:
-                frag_per_cell = np.concatenate(
-                    [frag_per_cell, np.zeros(n_cells - len(frag_per_cell), dtype=np.int64)])
-            frag_per_cell += fc
-            stats["n_fragments"] += int(len(cell))
-            rows_before += n
-            if progress is not None:
-                pos = src.position()
-                progress.update(max(pos - last_pos, 0))
-                last_pos = pos
-        src.finish()
-    except pd.errors.ParserError as exc:
-        src.close()
-        msg = str(exc)
-        m = re.search(r"line (\d+), saw (\d+)", msg)
-        if m:
-            raise _bad_line(path, int(m.group(1)),
-                            f"wrong number of columns (expected {n_fields}, saw {m.group(2)})"
-                            + ("; too many to skip" if skip_malformed else "")) from None
-        raise ConvNetVAEError(f"fragment file {str(path)!r} could not be parsed: {msg}") from None
-    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        src.close()
-        raise ConvNetVAEError(
-            f"fragment file {str(path)!r} is a truncated or corrupt gzip file ({exc}); "
-            "re-download or re-create it") from None
-    except BaseException:
-        src.close()
-        raise
-    counts = acc.result(len(cell_ids))
-    return counts, cell_ids, frag_per_cell[: len(cell_ids)], stats
+class _FileCounter:
+    """Bins one fragment file chunk by chunk: validation, chromosome and barcode lookup, counts.
 
+    State: the barcode -> cell row lookup, the cell ids in order of appearance, the counts
+    accumulator, fragments per cell and the file's statistics.
+    """
 
-def _lookup(b: str, bc_index: dict, cell_ids: list, cell_row: dict, resolve) -> int:
-    r = bc_index.get(b)
-    if r is not None:
+    def __init__(self, path: Path, genome: _Genome, resolve: Callable[[str], str | None],
+                 skip_malformed: bool, unknown_chroms: str) -> None:
+        if not path.exists():
+            raise ConvNetVAEError(f"fragment file not found: {str(path)!r}")
+        self.path, self.genome, self.resolve = path, genome, resolve
+        self.skip_malformed, self.unknown_chroms = skip_malformed, unknown_chroms
+        self.n_header, self.n_fields = _peek_layout(path)
+        if self.n_fields < 4:
+            raise _bad_line(path, self.n_header + 1,
+                            f"expected at least 4 tab-separated columns (chrom start end barcode), "
+                            f"found {self.n_fields}")
+        n_extra = _N_EXTRA if skip_malformed else 1
+        self.names = [f"f{i}" for i in range(self.n_fields + n_extra)]
+        self.extra_cols = self.names[self.n_fields:]
+        # barcode lookup: raw barcode -> cell row (or -1 = not a wanted cell)
+        self.bc_index: dict[str, int] = {}
+        self.cell_ids: list[str] = []
+        self.cell_row: dict[str, int] = {}
+        self.acc = _CsrAccumulator(genome.n_bins)
+        self.frag_per_cell = np.zeros(0, dtype=np.int64)
+        self.stats = {"file": str(path), "n_lines": 0, "n_fragments": 0, "n_malformed": 0,
+                      "n_other_chrom": 0, "n_unwanted_barcode": 0, "first_malformed_line": None}
+
+    # ---- reading -----------------------------------------------------------------------
+    def run(self, chunk_size: int, progress: Any | None
+            ) -> tuple[sp.csr_matrix, list[str], np.ndarray, dict]:
+        """Read the file; returns (cells x bins CSR, cell ids, fragments per cell, stats)."""
+        src = _Source(self.path)
+        rows_before = last_pos = 0
+        try:
+            reader = pd.read_csv(
+                src.stream, sep="\t", header=None, names=self.names,
+                skiprows=self.n_header, chunksize=chunk_size, engine="c",
+                quoting=csv.QUOTE_NONE, dtype={"f0": str, "f3": str}, skip_blank_lines=False,
+                na_filter=True, keep_default_na=False, na_values=[""], low_memory=True,
+            )
+            for chunk in reader:
+                self._chunk(chunk, self.n_header + rows_before + 1, src)
+                rows_before += len(chunk)
+                if progress is not None:
+                    pos = src.position()
+                    progress.update(max(pos - last_pos, 0))
+                    last_pos = pos
+            src.finish()
+        except pd.errors.ParserError as exc:
+            src.close()
+            msg = str(exc)
+            m = re.search(r"line (\d+), saw (\d+)", msg)
+            if m:
+                raise _bad_line(self.path, int(m.group(1)),
+                                f"wrong number of columns (expected {self.n_fields}, saw "
+                                f"{m.group(2)})"
+                                + ("; too many to skip" if self.skip_malformed else "")) from None
+            raise ConvNetVAEError(
+                f"fragment file {str(self.path)!r} could not be parsed: {msg}") from None
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            src.close()
+            raise ConvNetVAEError(
+                f"fragment file {str(self.path)!r} is a truncated or corrupt gzip file ({exc}); "
+                "re-download or re-create it") from None
+        except BaseException:
+            src.close()
+            raise
+        n = len(self.cell_ids)
+        return self.acc.result(n), self.cell_ids, self.frag_per_cell[:n], self.stats
+
+    # ---- one chunk -----------------------------------------------------------------------
+    def _chunk(self, chunk: pd.DataFrame, first_line: int, src: _Source) -> None:
+        n = len(chunk)
+        # hash-based factorisation (no sorting of categories), -1 for missing values
+        chrom_codes, cats = pd.factorize(chunk["f0"].to_numpy(), sort=False)
+        bcodes, bcats = pd.factorize(chunk["f3"].to_numpy(), sort=False)
+        # wrong column count: a missing barcode (fewer fields) or a sentinel value (more)
+        fewer = bcodes < 0
+        more = np.zeros(n, dtype=bool)
+        for c in self.extra_cols:
+            more |= chunk[c].notna().to_numpy()
+        blank = fewer & (chrom_codes < 0) & chunk["f1"].isna().to_numpy()
+        wrong = (fewer | more) & ~blank
+        start, end, nonint = self._coordinates(chunk, blank | wrong)
+        bad = wrong | nonint | (((end <= start) | (start < 0)) & ~blank)
+        o, chrom_len = self._chromosomes(chunk, chrom_codes, cats, bad, blank, first_line)
+        on_chrom = o >= 0
+        beyond = on_chrom & (end > chrom_len) & ~bad
+        bad |= beyond
+        if bad.any():
+            self._malformed(chunk, bad, wrong, beyond, nonint, first_line, src)
+        self.stats["n_lines"] += int(n - blank.sum())
+        keep = on_chrom & ~bad & ~blank
+        self.stats["n_other_chrom"] += int(((o == -2) & ~bad & ~blank).sum())
+        # barcodes -> cell rows
+        bmap = np.fromiter((self._lookup(b) for b in bcats), dtype=np.int64, count=len(bcats))
+        cell = np.where(bcodes >= 0, bmap[bcodes] if len(bmap) else -1, -1)
+        self.stats["n_unwanted_barcode"] += int((keep & (cell < 0)).sum())
+        keep &= cell >= 0
+        self._count(cell[keep], o[keep], start[keep], end[keep])
+
+    @staticmethod
+    def _coordinates(chunk: pd.DataFrame, skip: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Integer start and end, and the lines whose coordinates are not integers."""
+        coords = []
+        nonint_any = np.zeros(len(chunk), dtype=bool)
+        for col in ("f1", "f2"):
+            v = chunk[col]
+            if v.dtype.kind in "iu":
+                coords.append(v.to_numpy(np.int64))
+                continue
+            num = pd.to_numeric(v, errors="coerce").to_numpy(np.float64)
+            nonint = ~np.isfinite(num) | (num != np.round(num))
+            nonint_any |= nonint & ~skip
+            coords.append(np.where(nonint, 0, num).astype(np.int64))
+        return coords[0], coords[1], nonint_any
+
+    def _chromosomes(self, chunk: pd.DataFrame, chrom_codes: np.ndarray, cats: Any,
+                     bad: np.ndarray, blank: np.ndarray, first_line: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """Per line the chromosome's bin offset (-2: an excluded chromosome, -1: none) and
+        length; an unknown chromosome is an error unless ``unknown_chroms="skip"``."""
+        g = self.genome
+        off = np.full(len(cats), -1, dtype=np.int64)
+        length = np.zeros(len(cats), dtype=np.int64)
+        for i, c in enumerate(cats):
+            if c in g.offsets:
+                off[i], length[i] = g.offsets[c], g.lengths[c]
+            elif c in g.excluded or self.unknown_chroms == "skip":
+                off[i] = -2
+            else:
+                off[i] = -3
+        n = len(chunk)
+        if not len(cats):
+            return np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.int64)
+        o = np.where(chrom_codes >= 0, off[chrom_codes], -1)
+        unknown = (o == -3) & ~bad & ~blank
+        if unknown.any():
+            r = int(np.flatnonzero(unknown)[0])
+            raise ConvNetVAEError(
+                f"fragment file {str(self.path)!r}, line {first_line + r}: chromosome "
+                f"{chunk['f0'].iloc[r]!r} is not in chrom_sizes (known: "
+                f"{list(g.sizes.index[:5])}...). Use the chrom sizes of the genome build "
+                "the fragments were aligned to, or pass unknown_chroms='skip'")
+        return o, length[chrom_codes]
+
+    def _malformed(self, chunk: pd.DataFrame, bad: np.ndarray, wrong: np.ndarray,
+                   beyond: np.ndarray, nonint: np.ndarray, first_line: int, src: _Source) -> None:
+        """Raise for the first malformed line, or count them when skipping."""
+        r = int(np.flatnonzero(bad)[0])
+        if not self.skip_malformed:
+            src.check_truncated()
+            text = "\t".join(str(x) for x in chunk.iloc[r, :4].tolist())
+            if wrong[r]:
+                why = f"wrong number of columns (expected {self.n_fields})"
+            elif beyond[r]:
+                why = ("fragment end lies beyond the chromosome's length in chrom_sizes "
+                       "(wrong genome build?)")
+            elif nonint[r]:
+                why = "start/end are not integers"
+            else:
+                why = "end must be greater than start (0-based half-open, start >= 0)"
+            raise _bad_line(self.path, first_line + r, why, text)
+        self.stats["n_malformed"] += int(bad.sum())
+        if self.stats["first_malformed_line"] is None:
+            self.stats["first_malformed_line"] = first_line + r
+
+    def _count(self, cell: np.ndarray, offset: np.ndarray, start: np.ndarray,
+               end: np.ndarray) -> None:
+        """Count each fragment in the bin of its start and, if different, of its last base."""
+        bs = self.genome.bin_size
+        b1 = offset + start // bs
+        b2 = offset + (end - 1) // bs
+        two = b2 != b1
+        n_cells = len(self.cell_ids)
+        self.acc.add(np.concatenate([cell, cell[two]]), np.concatenate([b1, b2[two]]), n_cells)
+        if len(self.frag_per_cell) < n_cells:
+            self.frag_per_cell = np.concatenate(
+                [self.frag_per_cell, np.zeros(n_cells - len(self.frag_per_cell), dtype=np.int64)])
+        self.frag_per_cell += np.bincount(cell, minlength=n_cells)
+        self.stats["n_fragments"] += int(len(cell))
+
+    def _lookup(self, b: str) -> int:
+        r = self.bc_index.get(b)
+        if r is not None:
+            return r
+        cid = self.resolve(b)
+        if cid is None:
+            r = -1
+        else:
+            r = self.cell_row.get(cid)
+            if r is None:
+                r = len(self.cell_ids)
+                self.cell_row[cid] = r
+                self.cell_ids.append(cid)
+        self.bc_index[b] = r
         return r
-    cid = resolve(b)
-    if cid is None:
-        r = -1
-    else:
-        r = cell_row.get(cid)
-        if r is None:
-            r = len(cell_ids)
-            cell_row[cid] = r
-            cell_ids.append(cid)
-    bc_index[b] = r
-    return r
+
+
+def _count_file(path: Path, genome: _Genome, resolve: Callable[[str], str | None],
+                skip_malformed: bool, unknown_chroms: str, chunk_size: int,
+                progress: Any | None) -> tuple[sp.csr_matrix, list[str], np.ndarray, dict]:
+    """Bin one fragment file. Returns (cells x bins CSR, cell ids, fragments per cell, stats)."""
+    return _FileCounter(path, genome, resolve, skip_malformed, unknown_chroms).run(
+        chunk_size, progress)
 
 
 # --------------------------------------------------------------------------------------------
@@ -508,8 +537,6 @@ def read_fragments(
         ``obsm["modality_mask"]``;
         ``uns["modalities"]`` and ``uns["convnetvae_fragments"]`` (per-file statistics).
     """
-    import anndata as ad
-
     if not isinstance(fragments, Mapping) or not fragments:
         raise ConvNetVAEError(
             "fragments must be a non-empty mapping {modality: path or [paths]}, e.g. "
@@ -524,44 +551,16 @@ def read_fragments(
     chunk_size = int(chunk_size)
     if chunk_size <= 0:
         raise ConvNetVAEError(f"chunk_size must be positive, got {chunk_size}")
+    # 1. the files of every modality and sample, the genome's bins, the cell filters
     modalities = [str(m) for m in fragments]
-    files: dict[str, list[Path]] = {}
-    for m, v in fragments.items():
-        lst = [v] if isinstance(v, (str, os.PathLike)) else list(v)
-        if not lst:
-            raise ConvNetVAEError(f"fragments[{m!r}] is an empty list of files")
-        files[str(m)] = [Path(p) for p in lst]
-        for p in files[str(m)]:
-            if not p.exists():
-                raise ConvNetVAEError(f"fragment file for modality {m!r} not found: {str(p)!r}")
-    n_samples = {len(v) for v in files.values()}
-    if len(n_samples) != 1:
-        raise ConvNetVAEError(
-            "every modality needs the same number of fragment files (one per sample); got "
-            + ", ".join(f"{m}: {len(v)}" for m, v in files.items()))
-    n_samples = n_samples.pop()
-    if samples is None:
-        first = files[modalities[0]]
-        samples = [_stem(p) for p in first]
-        if len(set(samples)) != len(samples):
-            samples = [f"sample{i + 1}" for i in range(n_samples)]
-    samples = [str(s) for s in samples]
-    if len(samples) != n_samples or len(set(samples)) != len(samples):
-        raise ConvNetVAEError(
-            f"samples must be {n_samples} distinct names (one per file of each modality), got "
-            f"{samples}")
-    multi = n_samples > 1
-
+    files, samples = _files_and_samples(fragments, samples)
     all_sizes = read_chrom_sizes(chrom_sizes)
     sizes = read_chrom_sizes(all_sizes, main_only=main_chromosomes_only)
     genome = _Genome(sizes, set(all_sizes.index), bin_size)
     bins = make_bins(sizes, bin_size)
-
-    wanted: set[str] | None = None
-    if barcodes is not None:
-        wanted = set(_read_list(barcodes, "barcodes"))
-        if not wanted:
-            raise ConvNetVAEError("barcodes is empty: give the cell barcodes to keep, or None")
+    wanted = None if barcodes is None else set(_read_list(barcodes, "barcodes"))
+    if wanted is not None and not wanted:
+        raise ConvNetVAEError("barcodes is empty: give the cell barcodes to keep, or None")
     if min_counts is None:
         min_counts = 1 if wanted is not None else 500
     mins = {m: int(min_counts[m]) if isinstance(min_counts, Mapping) else int(min_counts)
@@ -572,47 +571,123 @@ def read_fragments(
         raise ConvNetVAEError(
             f"barcode_maps has modalities {sorted(unknown_maps)} that are not in fragments "
             f"({modalities})")
+    # 2. count every file
+    per_mod, file_stats = _count_files(files, samples, genome, maps, wanted, skip_malformed,
+                                       unknown_chroms, chunk_size, progress)
+    # 3. the cells (observed in some modality, or in all with drop_incomplete) and their counts
+    observed, per_sample, cell_index = _select_cells(per_mod, mins, modalities, len(samples),
+                                                     drop_incomplete)
+    keep_bins = ~blacklist_bins(bins, blacklist)
+    layers, mask, nfr = _assemble(per_mod, observed, cell_index, keep_bins, modalities)
+    # 4. the contract
+    obs = pd.DataFrame(index=cell_index)
+    if len(samples) > 1:
+        sample_idx = np.repeat(np.arange(len(samples)), [len(c) for c in per_sample])
+        obs[batch_key] = pd.Categorical.from_codes(sample_idx, categories=samples)
+    for m in modalities:
+        obs[f"n_fragments_{m}"] = nfr[m]
+    return build(layers, bins[keep_bins], obs, mask, uns={FRAGMENTS_KEY: {
+        "bin_size": bin_size,
+        "counting_rule": "fragment counted once in each bin containing its start or its last "
+                         "base (end - 1); duplicate-count column ignored",
+        "n_bins_genome": int(len(bins)),
+        "n_bins_blacklisted": int((~keep_bins).sum()),
+        "min_counts": mins,
+        "samples": samples,
+        "main_chromosomes_only": bool(main_chromosomes_only),
+        # keyed "0", "1", ... in reading order (h5ad cannot store a list of dicts)
+        "files": {str(i): {k: (v if v is not None else -1) for k, v in st.items()}
+                  for i, st in enumerate(file_stats)},
+        "n_malformed": int(sum(st["n_malformed"] for st in file_stats)),
+    }})
 
+
+def _files_and_samples(fragments: Mapping[str, Any], samples: Sequence[str] | None
+                       ) -> tuple[dict[str, list[Path]], list[str]]:
+    """The files of every modality (one per sample, all existing) and the sample names."""
+    files: dict[str, list[Path]] = {}
+    for m, v in fragments.items():
+        lst = [v] if isinstance(v, (str, os.PathLike)) else list(v)
+        if not lst:
+            raise ConvNetVAEError(f"fragments[{m!r}] is an empty list of files")
+        files[str(m)] = [Path(p) for p in lst]
+        for p in files[str(m)]:
+            if not p.exists():
+                raise ConvNetVAEError(f"fragment file for modality {m!r} not found: {str(p)!r}")
+    counts = {len(v) for v in files.values()}
+    if len(counts) != 1:
+        raise ConvNetVAEError(
+            "every modality needs the same number of fragment files (one per sample); got "
+            + ", ".join(f"{m}: {len(v)}" for m, v in files.items()))
+    n_samples = counts.pop()
+    if samples is None:
+        samples = [_stem(p) for p in next(iter(files.values()))]
+        if len(set(samples)) != len(samples):
+            samples = [f"sample{i + 1}" for i in range(n_samples)]
+    samples = [str(s) for s in samples]
+    if len(samples) != n_samples or len(set(samples)) != len(samples):
+        raise ConvNetVAEError(
+            f"samples must be {n_samples} distinct names (one per file of each modality), got "
+            f"{samples}")
+    return files, samples
+
+
+def _count_files(files: Mapping[str, list[Path]], samples: list[str], genome: _Genome,
+                 maps: Mapping[str, dict], wanted: set[str] | None, skip_malformed: bool,
+                 unknown_chroms: str, chunk_size: int, progress: bool
+                 ) -> tuple[dict[str, list[tuple]], list[dict]]:
+    """Count every file: ``{modality: [(counts, cell ids, fragments per cell) per sample]}``
+    and the per-file statistics."""
     pbar = None
     if progress:
         from tqdm.auto import tqdm
 
         total = sum(p.stat().st_size for v in files.values() for p in v)
         pbar = tqdm(total=total, unit="B", unit_scale=True, desc="binning fragments")
-
-    per_mod: dict[str, list[tuple[sp.csr_matrix, list[str], np.ndarray]]] = {m: [] for m in modalities}
+    multi = len(samples) > 1
+    per_mod: dict[str, list[tuple]] = {m: [] for m in files}
     file_stats = []
     try:
-        for m in modalities:
-            for si, path in enumerate(files[m]):
+        for m, paths in files.items():
+            for si, path in enumerate(paths):
                 resolve = _make_resolver(maps.get(m), samples[si] if multi else None, wanted)
                 if pbar is not None:
                     pbar.set_postfix_str(f"{m} {path.name}")
                 counts, ids, nfrag, st = _count_file(
                     path, genome, resolve, skip_malformed, unknown_chroms, chunk_size, pbar)
                 st.update({"modality": m, "sample": samples[si]})
-                if st["n_lines"] == 0:
-                    raise ConvNetVAEError(f"fragment file {str(path)!r} contains no fragments")
-                if st["n_fragments"] == 0:
-                    raise ConvNetVAEError(
-                        f"fragment file {str(path)!r} ({m}): none of its {st['n_lines']} fragments "
-                        "was counted: "
-                        + ("no barcode matches the barcodes list / barcode map"
-                           if st["n_unwanted_barcode"] else
-                           "all lie on excluded chromosomes or are malformed")
-                        + ". Check barcodes (e.g. the '-1' suffix, sample prefixes "
-                        "'sample#barcode' with several samples), barcode_maps and chrom_sizes")
+                _check_counted(path, m, st)
                 file_stats.append(st)
                 per_mod[m].append((counts, ids, nfrag))
     finally:
         if pbar is not None:
             pbar.close()
+    return per_mod, file_stats
 
-    # cells observed per modality and file (vectorised: files can hold 10^5-10^6 barcodes)
+
+def _check_counted(path: Path, m: str, st: dict) -> None:
+    if st["n_lines"] == 0:
+        raise ConvNetVAEError(f"fragment file {str(path)!r} contains no fragments")
+    if st["n_fragments"] == 0:
+        raise ConvNetVAEError(
+            f"fragment file {str(path)!r} ({m}): none of its {st['n_lines']} fragments "
+            "was counted: "
+            + ("no barcode matches the barcodes list / barcode map"
+               if st["n_unwanted_barcode"] else
+               "all lie on excluded chromosomes or are malformed")
+            + ". Check barcodes (e.g. the '-1' suffix, sample prefixes "
+            "'sample#barcode' with several samples), barcode_maps and chrom_sizes")
+
+
+def _select_cells(per_mod: Mapping[str, list[tuple]], mins: Mapping[str, int],
+                  modalities: list[str], n_samples: int, drop_incomplete: bool
+                  ) -> tuple[dict, list[np.ndarray], pd.Index]:
+    """Cells observed per modality and file (vectorised: files can hold 10^5-10^6 barcodes),
+    and the cell order: by sample, then by cell id."""
     observed: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}  # m -> [(cell ids, rows)]
     for m in modalities:
         observed[m] = []
-        for counts, ids, nfrag in per_mod[m]:
+        for _counts, ids, nfrag in per_mod[m]:
             rows = np.flatnonzero(nfrag >= mins[m])
             observed[m].append((np.asarray(ids, dtype=object)[rows], rows))
         allm = pd.Index(np.concatenate([c for c, _ in observed[m]]))
@@ -620,7 +695,6 @@ def read_fragments(
             raise ConvNetVAEError(
                 f"cell {allm[allm.duplicated()][0]!r} appears in two {m} fragment files; give "
                 "distinct sample names or barcodes")
-    # cell order: by sample, then by cell id
     per_sample = []
     for fi in range(n_samples):
         ids_fi = [observed[m][fi][0] for m in modalities]
@@ -643,65 +717,40 @@ def read_fragments(
     if not cell_index.is_unique:  # the same cell id in two samples (only with barcode maps)
         raise ConvNetVAEError(
             f"cell {cell_index[cell_index.duplicated()][0]!r} appears in two samples")
-    n_cells_total = len(cell_index)
-    keep_bins = ~blacklist_bins(bins, blacklist)
+    return observed, per_sample, cell_index
+
+
+def _assemble(per_mod: dict[str, list[tuple]], observed: dict, cell_index: pd.Index,
+              keep_bins: np.ndarray, modalities: list[str]
+              ) -> tuple[dict[str, sp.csr_matrix], np.ndarray, dict[str, np.ndarray]]:
+    """Every modality's counts over ``cell_index`` and the kept bins, the modality mask and
+    the fragments per cell. Each file's matrix is freed once placed."""
+    n_cells = len(cell_index)
     col_map = np.cumsum(keep_bins) - 1  # old bin -> new column (blacklisted bins dropped)
     n_keep = int(keep_bins.sum())
-    layers = {}
-    mask = np.zeros((n_cells_total, len(modalities)), dtype=bool)
-    nfr = {}
+    layers, nfr = {}, {}
+    mask = np.zeros((n_cells, len(modalities)), dtype=bool)
     for mi, m in enumerate(modalities):
-        nf = np.zeros(n_cells_total, dtype=np.int64)
-        pieces = []
+        nf = np.zeros(n_cells, dtype=np.int64)
+        X = sp.csr_matrix((n_cells, n_keep), dtype=np.int32)
         for fi, (counts, ids, nfrag) in enumerate(per_mod[m]):
             cids, rows = observed[m][fi]
             pos = cell_index.get_indexer(cids)
             ok = pos >= 0
             if not ok.any():
                 continue
-            src = np.full(n_cells_total, -1, dtype=np.int64)
+            src = np.full(n_cells, -1, dtype=np.int64)
             src[pos[ok]] = rows[ok]
             hit = src >= 0
             nf[hit] = nfrag[src[hit]]
             mask[hit, mi] = True
-            pieces.append(_take_rows(counts, src, keep_bins, col_map, n_keep))
+            # cells are disjoint across files: a sum places them
+            X = X + _take_rows(counts, src, keep_bins, col_map, n_keep)
             per_mod[m][fi] = (None, ids, nfrag)  # free the file's matrix early
             del counts
-        if not pieces:
-            X = sp.csr_matrix((n_cells_total, n_keep), dtype=np.int32)
-        else:
-            X = pieces[0]
-            for extra in pieces[1:]:  # cells are disjoint across files: a sum places them
-                X = X + extra
-        X.sort_indices()
         layers[m] = X
         nfr[m] = nf
-    var = bins[keep_bins].copy()
-    obs = pd.DataFrame(index=cell_index)
-    if multi:
-        sample_idx = np.repeat(np.arange(n_samples), [len(c) for c in per_sample])
-        obs[batch_key] = pd.Categorical.from_codes(sample_idx, categories=samples)
-    for mi, m in enumerate(modalities):
-        obs[f"n_counts_{m}"] = np.asarray(layers[m].sum(axis=1)).ravel().astype(np.int64)
-        obs[f"n_fragments_{m}"] = nfr[m]
-    adata = ad.AnnData(obs=obs, var=var, layers=layers)
-    adata.obsm["modality_mask"] = mask
-    adata.uns["modalities"] = modalities
-    adata.uns[FRAGMENTS_KEY] = {
-        "bin_size": bin_size,
-        "counting_rule": "fragment counted once in each bin containing its start or its last "
-                         "base (end - 1); duplicate-count column ignored",
-        "n_bins_genome": int(len(bins)),
-        "n_bins_blacklisted": int((~keep_bins).sum()),
-        "min_counts": mins,
-        "samples": samples,
-        "main_chromosomes_only": bool(main_chromosomes_only),
-        # keyed "0", "1", ... in reading order (h5ad cannot store a list of dicts)
-        "files": {str(i): {k: (v if v is not None else -1) for k, v in st.items()}
-                  for i, st in enumerate(file_stats)},
-        "n_malformed": int(sum(st["n_malformed"] for st in file_stats)),
-    }
-    return adata
+    return layers, mask, nfr
 
 
 def _take_rows(counts: sp.csr_matrix, src: np.ndarray, keep_cols: np.ndarray,

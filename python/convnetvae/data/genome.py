@@ -12,15 +12,14 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import pandas as pd
 
 from ..errors import ConvNetVAEError
 
-ChromSizesLike = Union[str, os.PathLike, Mapping[str, int], pd.Series]
-BedLike = Union[str, os.PathLike, pd.DataFrame]
+ChromSizesLike = str | os.PathLike | Mapping[str, int] | pd.Series
+BedLike = str | os.PathLike | pd.DataFrame
 
 _SEX = {"X": 1, "Y": 2, "M": 3, "MT": 3}
 # contigs that are not assembled chromosomes: unplaced, random, alt, fix, decoys, viral, lambda...
@@ -132,7 +131,8 @@ def read_chrom_sizes(
     try:
         sizes = sizes.astype(np.int64)
     except (TypeError, ValueError) as exc:
-        raise ConvNetVAEError(f"chrom_sizes must map chromosome names to integer lengths: {exc}")
+        raise ConvNetVAEError(
+            f"chrom_sizes must map chromosome names to integer lengths: {exc}") from None
     if (sizes <= 0).any():
         bad = sizes.index[sizes <= 0][0]
         raise ConvNetVAEError(f"chrom_sizes: chromosome {bad!r} has non-positive length")
@@ -253,7 +253,7 @@ def check_bin_size(bin_size: int) -> int:
     try:
         b = int(bin_size)
     except (TypeError, ValueError):
-        raise ConvNetVAEError(f"bin_size must be a positive integer, got {bin_size!r}")
+        raise ConvNetVAEError(f"bin_size must be a positive integer, got {bin_size!r}") from None
     if b <= 0 or b != bin_size:
         raise ConvNetVAEError(f"bin_size must be a positive integer, got {bin_size!r}")
     return b

@@ -7,8 +7,9 @@ memory, or on disk in a backed h5ad) and a minibatch of rows is scattered into a
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 import scipy.sparse as sp

@@ -24,8 +24,8 @@ import scipy.sparse as sp
 
 from ..errors import ConvNetVAEError
 from .bins import blacklist_bins, infer_bin_size, parse_bin_names, rebin_matrix
-from .contract import check_counts
-from .genome import BedLike, ChromSizesLike, check_bin_size, make_bins, read_chrom_sizes
+from .contract import build, check_counts
+from .genome import BedLike, ChromSizesLike, check_bin_size, is_main_chromosome, make_bins, read_chrom_sizes
 
 COUNTS_KEY = "convnetvae_counts"
 
@@ -286,8 +286,6 @@ def read_counts(
         ``obs["n_counts_<modality>"]`` plus the inputs' obs columns, and
         ``uns["convnetvae_counts"]`` recording the rebinning.
     """
-    import anndata as ad
-
     if hasattr(inputs, "mod") and not isinstance(inputs, Mapping):
         inputs = dict(inputs.mod)
     if not isinstance(inputs, Mapping) or not inputs:
@@ -298,21 +296,65 @@ def read_counts(
     unknown = r2f - set(modalities)
     if unknown:
         raise ConvNetVAEError(f"reads_to_fragment_counts names unknown modalities {sorted(unknown)}")
-    loaded = {}
-    coords = {}
+    # 1. load every input and read its feature coordinates
+    loaded, coords = {}, {}
     for m, x in inputs.items():
-        a = _load_one(x, str(m), layer)
-        if a.n_vars == 0 or a.n_obs == 0:
-            raise ConvNetVAEError(f"input for modality {m!r} is empty ({a.n_obs} x {a.n_vars})")
-        c = _coords(a, str(m), feature_style)
-        if main_chromosomes_only:
-            from .genome import is_main_chromosome
-            keep = c["chrom"].map(is_main_chromosome).to_numpy(bool)
-            a, c = a[:, keep].copy(), c[keep]
-        if not a.obs_names.is_unique:
-            raise ConvNetVAEError(f"modality {m!r} has duplicated cell barcodes")
-        loaded[str(m)], coords[str(m)] = a, c
+        loaded[str(m)], coords[str(m)] = _load_features(x, str(m), layer, feature_style,
+                                                        main_chromosomes_only)
+    # 2. the bin grid
     widths = {m: infer_bin_size(c) for m, c in coords.items()}
+    bin_size = _grid_bin_size(bin_size, widths)
+    grid = make_bins(_grid_sizes(coords, chrom_sizes, main_chromosomes_only), bin_size)
+    # 3. the cells, then every modality's counts on the grid
+    cell_index = _cell_index(loaded, modalities, drop_incomplete)
+    layers, report = {}, {}
+    mask = np.zeros((len(cell_index), len(modalities)), dtype=bool)
+    for mi, m in enumerate(modalities):
+        layers[m], report[m], mask[:, mi] = _rebin_one(loaded[m], coords[m], grid, cell_index,
+                                                       m, m in r2f)
+        report[m]["bin_width_in"] = int(widths[m] or 0)  # 0 = variable-width features (peaks)
+    # 4. drop bins no feature reaches and blacklisted ones
+    present = np.zeros(len(grid), dtype=bool)
+    for m in modalities:
+        present |= np.asarray(layers[m].getnnz(axis=0) > 0).ravel()
+        present |= _bins_hit(coords[m], grid)  # bins some feature maps to count as measured
+    black = blacklist_bins(grid, blacklist)
+    keep = (present | keep_empty_bins) & ~black
+    if not keep.any():
+        raise ConvNetVAEError("no bin left after removing blacklisted and empty bins")
+    obs = pd.DataFrame(index=cell_index)
+    for m in modalities:
+        o = loaded[m].obs
+        extra = o.columns.difference(obs.columns)
+        if len(extra):
+            obs = obs.join(o[extra], how="left")
+    return build({m: layers[m][:, keep] for m in modalities}, grid[keep], obs, mask, uns={
+        COUNTS_KEY: {
+            "bin_size": int(bin_size),
+            "rule": "each feature assigned to the bin containing floor((start + end) / 2)",
+            "reads_to_fragment_counts": sorted(r2f),
+            "n_bins_blacklisted": int((present & black).sum()) if blacklist is not None else 0,
+            "per_modality": report,
+        }})
+
+
+def _load_features(x: Any, m: str, layer: str | None, feature_style: str,
+                   main_chromosomes_only: bool) -> tuple[Any, pd.DataFrame]:
+    """One input as (AnnData with counts in X, feature coordinates)."""
+    a = _load_one(x, m, layer)
+    if a.n_vars == 0 or a.n_obs == 0:
+        raise ConvNetVAEError(f"input for modality {m!r} is empty ({a.n_obs} x {a.n_vars})")
+    c = _coords(a, m, feature_style)
+    if main_chromosomes_only:
+        keep = c["chrom"].map(is_main_chromosome).to_numpy(bool)
+        a, c = a[:, keep].copy(), c[keep]
+    if not a.obs_names.is_unique:
+        raise ConvNetVAEError(f"modality {m!r} has duplicated cell barcodes")
+    return a, c
+
+
+def _grid_bin_size(bin_size: int | None, widths: Mapping[str, int | None]) -> int:
+    """The grid's window: ``bin_size``, or the inputs' common fixed width; checked against them."""
     if bin_size is None:
         if any(w is None for w in widths.values()):
             peaks = [m for m, w in widths.items() if w is None]
@@ -333,34 +375,43 @@ def read_counts(
                 f"modality {m!r} has fixed {w} bp bins, which cannot be put on a {bin_size} bp "
                 f"grid (bins can be merged into a multiple of their width, never split); pass "
                 f"bin_size as a multiple of {w}")
-    # the grid
-    if chrom_sizes is not None:
-        sizes = read_chrom_sizes(chrom_sizes, main_only=main_chromosomes_only)
-        for m, c in coords.items():
-            unknown_c = sorted(set(c["chrom"]) - set(sizes.index))
-            if unknown_c:
-                raise ConvNetVAEError(
-                    f"modality {m!r}: chromosomes {unknown_c[:5]} are not in chrom_sizes; use the "
-                    "chrom sizes of the genome build of the data, or main_chromosomes_only=True")
-            over = c["end"].to_numpy() > sizes.reindex(c["chrom"]).to_numpy()
-            if over.any():
-                i = int(np.flatnonzero(over)[0])
-                raise ConvNetVAEError(
-                    f"modality {m!r}: feature {c.index[i]!r} ends beyond its chromosome in "
-                    "chrom_sizes (wrong genome build?)")
-    else:
+    return bin_size
+
+
+def _grid_sizes(coords: Mapping[str, pd.DataFrame], chrom_sizes: ChromSizesLike | None,
+                main_chromosomes_only: bool) -> pd.Series:
+    """Chromosome sizes of the grid: ``chrom_sizes`` (checked against the features), or each
+    chromosome's last feature end."""
+    if chrom_sizes is None:
         allc = pd.concat(list(coords.values()))
-        sizes = allc.groupby("chrom")["end"].max()
-        sizes = read_chrom_sizes(sizes)
-    grid = make_bins(sizes, bin_size)
-    # cells
+        return read_chrom_sizes(allc.groupby("chrom")["end"].max())
+    sizes = read_chrom_sizes(chrom_sizes, main_only=main_chromosomes_only)
+    for m, c in coords.items():
+        unknown_c = sorted(set(c["chrom"]) - set(sizes.index))
+        if unknown_c:
+            raise ConvNetVAEError(
+                f"modality {m!r}: chromosomes {unknown_c[:5]} are not in chrom_sizes; use the "
+                "chrom sizes of the genome build of the data, or main_chromosomes_only=True")
+        over = c["end"].to_numpy() > sizes.reindex(c["chrom"]).to_numpy()
+        if over.any():
+            i = int(np.flatnonzero(over)[0])
+            raise ConvNetVAEError(
+                f"modality {m!r}: feature {c.index[i]!r} ends beyond its chromosome in "
+                "chrom_sizes (wrong genome build?)")
+    return sizes
+
+
+def _cell_index(loaded: Mapping[str, Any], modalities: Sequence[str], drop_incomplete: bool
+                ) -> pd.Index:
+    """The cells: those of every modality (drop_incomplete) or of any, in order of appearance."""
     if drop_incomplete:
         cells = list(loaded[modalities[0]].obs_names)
         for m in modalities[1:]:
-            s = set(loaded[m].obs_names)
-            cells = [c for c in cells if c in s]
+            present = set(loaded[m].obs_names)
+            cells = [c for c in cells if c in present]
     else:
-        seen, cells = set(), []
+        seen: set[str] = set()
+        cells = []
         for m in modalities:
             for c in loaded[m].obs_names:
                 if c not in seen:
@@ -370,61 +421,27 @@ def read_counts(
         raise ConvNetVAEError(
             "no cell is present in every modality (drop_incomplete=True); check that the "
             "modalities use the same cell barcodes")
-    cell_index = pd.Index(cells)
-    layers, report = {}, {}
-    mask = np.zeros((len(cells), len(modalities)), dtype=bool)
-    for mi, m in enumerate(modalities):
-        a, c = loaded[m], coords[m]
-        X = a.X
-        X = check_counts(X, m)
-        if m in r2f:
-            X = reads_to_fragments(X)
-        Xb, rep = rebin_matrix(X, c, grid, name=m)
-        if rep["n_features_outside"] == rep["n_features"]:
-            raise ConvNetVAEError(f"modality {m!r}: no feature falls on the bin grid")
-        rep["bin_width_in"] = int(widths[m] or 0)  # 0 = variable-width features (peaks)
-        report[m] = rep
-        pos = cell_index.get_indexer(a.obs_names)
-        ok = pos >= 0
-        rows = np.flatnonzero(ok)
-        P = sp.csr_matrix((np.ones(len(rows), dtype=np.int64), (pos[ok], rows)),
-                          shape=(len(cells), a.n_obs))
-        layers[m] = (P @ Xb).tocsr()
-        mask[pos[ok], mi] = True
-    present = np.zeros(len(grid), dtype=bool)
-    for m in modalities:
-        present |= np.asarray(layers[m].getnnz(axis=0) > 0).ravel()
-        c = coords[m]
-        # bins that some feature maps to (even if all-zero) count as measured
-        present |= _bins_hit(c, grid)
-    keep = (present | keep_empty_bins) & ~blacklist_bins(grid, blacklist)
-    if not keep.any():
-        raise ConvNetVAEError("no bin left after removing blacklisted and empty bins")
-    var = grid[keep].copy()
-    obs = pd.DataFrame(index=cell_index)
-    for m in modalities:
-        o = loaded[m].obs
-        extra = o.columns.difference(obs.columns)
-        if len(extra):
-            obs = obs.join(o[extra], how="left")
-    for m in modalities:
-        L = layers[m][:, keep]
-        if L.dtype.kind == "f":
-            L = L.astype(np.int64)
-        layers[m] = sp.csr_matrix(L.astype(np.int32) if L.max() < 2**31 else L)
-        obs[f"n_counts_{m}"] = np.asarray(layers[m].sum(axis=1)).ravel().astype(np.int64)
-    out = ad.AnnData(obs=obs, var=var, layers=layers)
-    out.obsm["modality_mask"] = mask
-    out.uns["modalities"] = modalities
-    out.uns[COUNTS_KEY] = {
-        "bin_size": int(bin_size),
-        "rule": "each feature assigned to the bin containing floor((start + end) / 2)",
-        "reads_to_fragment_counts": sorted(r2f),
-        "n_bins_blacklisted": int((present & blacklist_bins(grid, blacklist)).sum())
-        if blacklist is not None else 0,
-        "per_modality": report,
-    }
-    return out
+    return pd.Index(cells)
+
+
+def _rebin_one(a: Any, c: pd.DataFrame, grid: pd.DataFrame, cell_index: pd.Index, m: str,
+               reads_to_fragment_counts: bool) -> tuple[sp.csr_matrix, dict, np.ndarray]:
+    """One modality's counts on the grid, rows in ``cell_index`` order; returns (counts,
+    rebinning report, which cells have the modality)."""
+    X = check_counts(a.X, m)
+    if reads_to_fragment_counts:
+        X = reads_to_fragments(X)
+    Xb, rep = rebin_matrix(X, c, grid, name=m)
+    if rep["n_features_outside"] == rep["n_features"]:
+        raise ConvNetVAEError(f"modality {m!r}: no feature falls on the bin grid")
+    pos = cell_index.get_indexer(a.obs_names)
+    ok = pos >= 0
+    rows = np.flatnonzero(ok)
+    P = sp.csr_matrix((np.ones(len(rows), dtype=np.int64), (pos[ok], rows)),
+                      shape=(len(cell_index), a.n_obs))
+    has = np.zeros(len(cell_index), dtype=bool)
+    has[pos[ok]] = True
+    return (P @ Xb).tocsr(), rep, has
 
 
 def _bins_hit(c: pd.DataFrame, grid: pd.DataFrame) -> np.ndarray:

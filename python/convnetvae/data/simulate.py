@@ -25,7 +25,7 @@ the library size: without correction cells separate by batch as well as by type.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import anndata as ad
 import numpy as np
@@ -33,6 +33,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..errors import ConvNetVAEError
+from .contract import build
 
 #: mouse-like relative chromosome lengths used to lay out simulated chromosomes
 _CHROM_WEIGHTS = np.array([195, 182, 160, 157, 152, 150, 145, 130, 125, 131, 122, 120, 121, 125,
@@ -127,8 +128,49 @@ def simulate(
         if not 0.0 <= frac < 1.0:
             raise ConvNetVAEError(f"missing fraction for {m!r} must be in [0, 1), got {frac}")
     rng = np.random.default_rng(seed)
+    var = _genome_layout(n_bins, n_chromosomes, bin_size)
+    world = _programs(rng, n_bins, n_types, modalities)
+    batches = _batch_effects(rng, n_bins, n_batches, modalities, batch_strength,
+                             world["n_loci"])
+    # ---- cells ---------------------------------------------------------------------------
+    type_weights = rng.dirichlet(np.full(n_types, 5.0))
+    cell_type = rng.choice(n_types, size=n_cells, p=type_weights)
+    batch = rng.integers(0, n_batches, size=n_cells)
+    strength = np.clip(rng.beta(8 * program_strength, 8 * (1 - program_strength), size=n_cells)
+                       * batches["snr"][batch], 0.02, 0.98)
+    if library_size is None:
+        library_size = float(np.clip(0.04 * n_bins, 200, 3000))
+    if isinstance(library_size, Mapping):
+        lib_median = {m: float(library_size.get(m, 1500.0)) for m in modalities}
+    else:
+        lib_median = {m: float(library_size) for m in modalities}
+    layers: dict[str, sp.csr_matrix] = {}
+    mask = np.ones((n_cells, len(modalities)), dtype=bool)
+    for j, m in enumerate(modalities):
+        if m in missing:
+            mask[:, j] = rng.random(n_cells) >= missing[m]
+        lib = np.rint(lib_median[m] * batches["depth"][batch]
+                      * np.exp(library_sd * rng.standard_normal(n_cells))).astype(np.int64)
+        lib = np.maximum(lib, 20)
+        lib[~mask[:, j]] = 0
+        layers[m] = _draw_counts(rng, m, lib, cell_type, batch, strength, world, batches,
+                                 batch_strength)
+    names = [f"type{t}" for t in range(n_types)]
+    obs = pd.DataFrame(index=[f"cell{i:06d}" for i in range(n_cells)])
+    obs["cell_type"] = pd.Categorical([names[t] for t in cell_type], categories=names)
+    obs["lineage"] = pd.Categorical([f"lineage{world['lineage_of_type'][t]}" for t in cell_type])
+    obs["batch"] = pd.Categorical([f"batch{b}" for b in batch],
+                                  categories=[f"batch{b}" for b in range(n_batches)])
+    return build(layers, var, obs, mask if missing else None, uns={"simulation": {
+        "n_cells": n_cells, "n_bins": n_bins, "modalities": list(modalities), "n_types": n_types,
+        "n_batches": n_batches, "n_chromosomes": n_chromosomes, "bin_size": bin_size,
+        "library_sd": library_sd, "program_strength": program_strength,
+        "batch_strength": batch_strength, "missing": missing, "seed": seed,
+    }})
 
-    # ---- genome layout -------------------------------------------------------------------
+
+def _genome_layout(n_bins: int, n_chromosomes: int, bin_size: int) -> pd.DataFrame:
+    """Bins spread over chromosomes in proportion to mouse chromosome lengths."""
     w = _CHROM_WEIGHTS[:n_chromosomes]
     per_chrom = np.maximum(1, np.floor(w / w.sum() * n_bins).astype(int))
     per_chrom[0] += n_bins - per_chrom.sum()
@@ -137,8 +179,12 @@ def simulate(
     var = pd.DataFrame({"chrom": chrom, "start": start.astype(np.int64),
                         "end": (start + bin_size).astype(np.int64)})
     var.index = [f"{c}:{s}-{e}" for c, s, e in zip(var.chrom, var.start, var.end)]
+    return var
 
-    # ---- cell-type programs --------------------------------------------------------------
+
+def _programs(rng: np.random.Generator, n_bins: int, n_types: int, modalities: Sequence[str]
+              ) -> dict:
+    """Cell-type programs: per modality, a normalised signal over bins for every type."""
     n_lineages = max(1, int(round(np.sqrt(n_types))))
     lineage_of_type = np.arange(n_types) % n_lineages
     n_loci = max(8, n_bins // 40)
@@ -147,7 +193,6 @@ def simulate(
     lineage_loci = [rng.choice(n_bins, size=n_loci, replace=False) for _ in range(n_lineages)]
     type_loci = [rng.choice(n_bins, size=n_loci, replace=False) for _ in range(n_types)]
     base = np.exp(0.6 * _smooth(rng, n_bins, 50))  # mappability-like background
-    # chromatin "gene density" along the genome, shared by all marks
     profiles: dict[str, np.ndarray] = {}
     for m in modalities:
         kind = _mark_kind(m)
@@ -176,88 +221,58 @@ def simulate(
                 signal = base * (0.2 + 4.0 * dom) * np.exp(-0.5 * act)
             prof[t] = signal / signal.sum()
         profiles[m] = prof
+    return {"profiles": profiles, "base": base, "n_loci": n_loci,
+            "lineage_of_type": lineage_of_type}
 
-    # ---- batches -------------------------------------------------------------------------
-    # smooth GC/mappability-like bias along the genome, a few sample-specific artefact peaks,
-    # a shifted sequencing depth and a shifted signal-to-noise (fraction of counts in the
-    # program, like FRiP) per batch
-    batch_bias = {m: np.stack([np.exp(batch_strength * 0.35 * _smooth(rng, n_bins, 20))
-                               for _ in range(n_batches)]) for m in modalities}
-    batch_peaks = {m: [rng.choice(n_bins, size=max(2, n_loci // 10), replace=False)
-                       for _ in range(n_batches)] for m in modalities}
-    batch_depth = np.exp(batch_strength * 0.4 * rng.standard_normal(n_batches))
-    batch_snr = np.exp(batch_strength * 0.08 * rng.standard_normal(n_batches))
 
-    # ---- cells ---------------------------------------------------------------------------
-    type_weights = rng.dirichlet(np.full(n_types, 5.0))
-    cell_type = rng.choice(n_types, size=n_cells, p=type_weights)
-    batch = rng.integers(0, n_batches, size=n_cells)
-    strength = np.clip(rng.beta(8 * program_strength, 8 * (1 - program_strength), size=n_cells)
-                       * batch_snr[batch], 0.02, 0.98)
-    if library_size is None:
-        library_size = float(np.clip(0.04 * n_bins, 200, 3000))
-    if isinstance(library_size, Mapping):
-        lib_median = {m: float(library_size.get(m, 1500.0)) for m in modalities}
-    else:
-        lib_median = {m: float(library_size) for m in modalities}
+def _batch_effects(rng: np.random.Generator, n_bins: int, n_batches: int,
+                   modalities: Sequence[str], batch_strength: float, n_loci: int) -> dict:
+    """Smooth GC/mappability-like bias along the genome, a few sample-specific artefact peaks,
+    a shifted sequencing depth and a shifted signal-to-noise (fraction of counts in the
+    program, like FRiP) per batch."""
+    bias = {m: np.stack([np.exp(batch_strength * 0.35 * _smooth(rng, n_bins, 20))
+                         for _ in range(n_batches)]) for m in modalities}
+    peaks = {m: [rng.choice(n_bins, size=max(2, n_loci // 10), replace=False)
+                 for _ in range(n_batches)] for m in modalities}
+    depth = np.exp(batch_strength * 0.4 * rng.standard_normal(n_batches))
+    snr = np.exp(batch_strength * 0.08 * rng.standard_normal(n_batches))
+    return {"bias": bias, "peaks": peaks, "depth": depth, "snr": snr}
 
-    layers: dict[str, sp.csr_matrix] = {}
-    obs = pd.DataFrame(index=[f"cell{i:06d}" for i in range(n_cells)])
-    mask = np.ones((n_cells, len(modalities)), dtype=bool)
-    for j, m in enumerate(modalities):
-        if m in missing:
-            mask[:, j] = rng.random(n_cells) >= missing[m]
-        lib = np.rint(lib_median[m] * batch_depth[batch]
-                      * np.exp(library_sd * rng.standard_normal(n_cells))).astype(np.int64)
-        lib = np.maximum(lib, 20)
-        lib[~mask[:, j]] = 0
-        background = base / base.sum()
-        rows, cols = [], []
-        for t in range(n_types):
-            for b in range(n_batches):
-                idx = np.flatnonzero((cell_type == t) & (batch == b) & (lib > 0))
-                if idx.size == 0:
+
+def _draw_counts(rng: np.random.Generator, m: str, lib: np.ndarray, cell_type: np.ndarray,
+                 batch: np.ndarray, strength: np.ndarray, world: dict, batches: dict,
+                 batch_strength: float) -> sp.csr_matrix:
+    """One modality's counts: per cell, a multinomial over bins of its type's program (in its
+    batch's distortion) and of the background, drawn as bin indices (never dense)."""
+    n_cells = len(lib)
+    n_types, n_bins = world["profiles"][m].shape
+    background = world["base"] / world["base"].sum()
+    rows, cols = [], []
+    for t in range(n_types):
+        for b in range(len(batches["depth"])):
+            idx = np.flatnonzero((cell_type == t) & (batch == b) & (lib > 0))
+            if idx.size == 0:
+                continue
+            bias = batches["bias"][m][b]
+            p_prog = world["profiles"][m][t] * bias
+            spur = np.zeros(n_bins)
+            spur[batches["peaks"][m][b]] = batch_strength * 0.1 / len(batches["peaks"][m][b])
+            p_prog = p_prog / p_prog.sum() + spur
+            p_prog /= p_prog.sum()
+            p_bg = background * bias
+            p_bg /= p_bg.sum()
+            n_prog = rng.binomial(lib[idx], strength[idx])
+            n_bg = lib[idx] - n_prog
+            for p, counts in ((p_prog, n_prog), (p_bg, n_bg)):
+                total = int(counts.sum())
+                if total == 0:
                     continue
-                p_prog = profiles[m][t] * batch_bias[m][b]
-                spur = np.zeros(n_bins)
-                spur[batch_peaks[m][b]] = batch_strength * 0.1 / len(batch_peaks[m][b])
-                p_prog = p_prog / p_prog.sum() + spur
-                p_prog /= p_prog.sum()
-                p_bg = background * batch_bias[m][b]
-                p_bg /= p_bg.sum()
-                n_prog = rng.binomial(lib[idx], strength[idx])
-                n_bg = lib[idx] - n_prog
-                for p, counts in ((p_prog, n_prog), (p_bg, n_bg)):
-                    total = int(counts.sum())
-                    if total == 0:
-                        continue
-                    cdf = np.cumsum(p)
-                    cdf /= cdf[-1]
-                    draws = np.searchsorted(cdf, rng.random(total), side="right")
-                    rows.append(np.repeat(idx, counts))
-                    cols.append(np.minimum(draws, n_bins - 1))
-        r = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
-        c = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
-        mat = sp.coo_matrix((np.ones(r.size, dtype=np.int32), (r, c)),
-                            shape=(n_cells, n_bins)).tocsr()
-        mat.sum_duplicates()
-        mat.sort_indices()
-        layers[m] = mat
-        obs[f"n_counts_{m}"] = np.asarray(mat.sum(axis=1)).ravel().astype(np.int64)
-
-    names = [f"type{t}" for t in range(n_types)]
-    obs["cell_type"] = pd.Categorical([names[t] for t in cell_type], categories=names)
-    obs["lineage"] = pd.Categorical([f"lineage{lineage_of_type[t]}" for t in cell_type])
-    obs["batch"] = pd.Categorical([f"batch{b}" for b in batch],
-                                  categories=[f"batch{b}" for b in range(n_batches)])
-    adata = ad.AnnData(obs=obs, var=var, layers=layers)
-    if missing:
-        adata.obsm["modality_mask"] = mask
-    adata.uns["modalities"] = list(modalities)
-    adata.uns["simulation"] = {
-        "n_cells": n_cells, "n_bins": n_bins, "modalities": list(modalities), "n_types": n_types,
-        "n_batches": n_batches, "n_chromosomes": n_chromosomes, "bin_size": bin_size,
-        "library_sd": library_sd, "program_strength": program_strength,
-        "batch_strength": batch_strength, "missing": missing, "seed": seed,
-    }
-    return adata
+                cdf = np.cumsum(p)
+                cdf /= cdf[-1]
+                draws = np.searchsorted(cdf, rng.random(total), side="right")
+                rows.append(np.repeat(idx, counts))
+                cols.append(np.minimum(draws, n_bins - 1))
+    r = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+    c = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
+    return sp.coo_matrix((np.ones(r.size, dtype=np.int32), (r, c)),
+                         shape=(n_cells, n_bins)).tocsr()

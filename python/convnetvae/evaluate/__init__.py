@@ -7,23 +7,23 @@
 Heavy submodules (torch models, plotting) are imported only when used.
 """
 
-from convnetvae.evaluate.baselines import LSIModel, lsi_embedding, mofa_available, mofa_embedding, tfidf
-from convnetvae.evaluate.clustering import DEFAULT_RESOLUTIONS, ari, clustering_sweep, leiden, louvain, nmi
-from convnetvae.evaluate.crossval import kfold_indices, shuffle_bins
-from convnetvae.evaluate.neighbors import KNNResult, fuzzy_connectivities, knn
-from convnetvae.evaluate.scib import ScibResult, scib_metrics
+from .baselines import LSIModel, lsi_embedding, mofa_available, mofa_embedding, tfidf
+from .clustering import DEFAULT_RESOLUTIONS, ari, clustering_sweep, leiden, louvain, nmi
+from .crossval import kfold_indices, shuffle_bins
+from .neighbors import KNNResult, fuzzy_connectivities, knn
+from .scib import ScibResult, scib_metrics
 
 
 def marginal_log_likelihood(model, adata=None, n_samples: int = 100, batch_size: int = 64, seed: int = 0):
     """Per-cell importance-sampled log p(x | b); see :func:`convnetvae.evaluate.likelihood.marginal_log_likelihood`."""
-    from convnetvae.evaluate.likelihood import marginal_log_likelihood as _mll
+    from .likelihood import marginal_log_likelihood as _mll
 
     return _mll(model, adata=adata, n_samples=n_samples, batch_size=batch_size, seed=seed)
 
 
 def run_benchmark(adata, config, log=None):
     """Cross-validated benchmark; see :func:`convnetvae.evaluate.harness.run_benchmark`."""
-    from convnetvae.evaluate.harness import run_benchmark as _run
+    from .harness import run_benchmark as _run
 
     return _run(adata, config, log=log)
 

@@ -11,13 +11,13 @@ The FC-VAE product-of-experts baseline is a :class:`~convnetvae.api.ConvNetVAE` 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import scipy.sparse as sp
 
-from convnetvae.errors import ConvNetVAEError
+from ..errors import ConvNetVAEError
 
 #: |correlation with log depth| above which the first LSI component is dropped
 DEPTH_CORRELATION_CUTOFF = 0.75
@@ -88,7 +88,7 @@ class LSIModel:
         """Number of fitted values (IDF weights + SVD loadings), for the parameter-count figure."""
         return int(sum(p["idf"].size + p["svd"].components_.size for p in self.parts_.values()))
 
-    def fit(self, adata) -> "LSIModel":
+    def fit(self, adata) -> LSIModel:
         """Learn IDF, SVD and scaling per modality from ``adata``'s cells."""
         from sklearn.decomposition import TruncatedSVD
 

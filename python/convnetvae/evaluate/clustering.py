@@ -8,14 +8,14 @@ resolution the number of clusters and the ARI / NMI against published labels.
 from __future__ import annotations
 
 import random
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from convnetvae.errors import ConvNetVAEError
-from convnetvae.evaluate.neighbors import fuzzy_connectivities, knn
+from ..errors import ConvNetVAEError
+from .neighbors import fuzzy_connectivities, knn
 
 #: the default resolution grid (0.1, 0.2, ..., 2.0)
 DEFAULT_RESOLUTIONS: tuple[float, ...] = tuple(np.round(np.arange(0.1, 2.0001, 0.1), 2).tolist())
@@ -31,7 +31,7 @@ def _to_igraph(graph: sp.spmatrix):
 
 
 def louvain(
-    graph: sp.spmatrix | "object", resolution: float = 1.0, n_starts: int = 5, seed: int = 0
+    graph: sp.spmatrix | object, resolution: float = 1.0, n_starts: int = 5, seed: int = 0
 ) -> tuple[np.ndarray, float]:
     """Louvain communities, best modularity over ``n_starts`` random starts.
 
@@ -72,7 +72,7 @@ def louvain(
 
 
 def leiden(
-    graph: sp.spmatrix | "object", resolution: float = 1.0, n_starts: int = 5, seed: int = 0
+    graph: sp.spmatrix | object, resolution: float = 1.0, n_starts: int = 5, seed: int = 0
 ) -> tuple[np.ndarray, float]:
     """Leiden communities (RB-configuration quality, i.e. modularity with a resolution).
 

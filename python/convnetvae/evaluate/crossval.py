@@ -8,13 +8,13 @@ neighbourhoods it exploits while a fully connected model sees the same data.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import anndata as ad
 import numpy as np
 import scipy.sparse as sp
 
-from convnetvae.errors import ConvNetVAEError
+from ..errors import ConvNetVAEError
 
 
 def kfold_indices(
@@ -92,7 +92,8 @@ def shuffle_bins(adata: ad.AnnData, modalities: Sequence[str] | None = None, see
     out = adata.copy()
     for m in mods:
         layer = out.layers[m]
-        out.layers[m] = sp.csr_matrix(layer[:, perm]).sorted_indices() if sp.issparse(layer) else np.asarray(layer)[:, perm]
+        out.layers[m] = (sp.csr_matrix(layer[:, perm]).sorted_indices() if sp.issparse(layer)
+                         else np.asarray(layer)[:, perm])
     if out.X is not None and out.X.shape == (out.n_obs, out.n_vars):
         out.X = out.X[:, perm]
     out.uns["bin_shuffle_seed"] = int(seed)

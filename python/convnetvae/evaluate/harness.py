@@ -7,7 +7,8 @@ the held-out marginal log-likelihood (neural models), parameter count and traini
 Model names
 -----------
 ``conv-k51s51``, ``conv-k11s3x2``, ... and ``fc-l1`` .. ``fc-l3``
-    :class:`~convnetvae.api.ConvNetVAE` architectures (the FC-VAE product of experts is ``fc-lN``).
+    :class:`~convnetvae.api.ConvNetVAE` architectures: any name of the architecture registry
+    (:mod:`convnetvae.model.registry`; the FC-VAE product of experts is ``fc-lN``).
 ``lsi``
     Signac-style TF-IDF + truncated SVD per modality (fitted on training cells, validation
     cells projected).
@@ -24,20 +25,19 @@ Model names
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 
-from convnetvae.errors import ConvNetVAEError
-from convnetvae.evaluate.clustering import DEFAULT_RESOLUTIONS, clustering_sweep
-from convnetvae.evaluate.crossval import kfold_indices, shuffle_bins
-from convnetvae.evaluate.scib import BATCH_METRICS, BIO_METRICS, scib_metrics
-
-SHUFFLE_SUFFIX = "+shuffle"
-NON_NEURAL = ("lsi", "lsi-unscaled", "mofa")
+from ..errors import ConvNetVAEError
+from ..settings import ModelSettings, TrainSettings, default
+from .clustering import DEFAULT_RESOLUTIONS, clustering_sweep
+from .crossval import kfold_indices, shuffle_bins
+from .models import NON_NEURAL, SHUFFLE_SUFFIX, parse_model_name  # noqa: F401
+from .scib import BATCH_METRICS, BIO_METRICS, scib_metrics
 
 
 @dataclass
@@ -91,12 +91,12 @@ class BenchmarkConfig:
     methods: list[str] = field(default_factory=lambda: ["louvain"])
     n_importance: int = 100
     scib: bool = True
-    n_latent: int = 30
-    n_hidden: int = 128
-    batch_size: int = 128
-    lr: float = 1e-3
-    likelihood: str = "poisson"
-    device: str = "auto"
+    n_latent: int = default(ModelSettings, "n_latent")
+    n_hidden: int = default(ModelSettings, "n_hidden")
+    batch_size: int = default(TrainSettings, "batch_size")
+    lr: float = default(TrainSettings, "lr")
+    likelihood: str = default(ModelSettings, "likelihood")
+    device: str = default(TrainSettings, "device")
     lsi_components: int = 30
 
 
@@ -120,23 +120,6 @@ class BenchmarkResult:
     sweep: pd.DataFrame
     config: BenchmarkConfig
     data: dict
-
-
-def parse_model_name(name: str) -> tuple[str, bool]:
-    """Split ``"conv-k11s11+shuffle"`` into (``"conv-k11s11"``, True) and validate the base name."""
-    from convnetvae.model.architectures import parse_architecture
-
-    raw = str(name).strip().lower()
-    shuffled = raw.endswith(SHUFFLE_SUFFIX)
-    base = raw[: -len(SHUFFLE_SUFFIX)] if shuffled else raw
-    if base not in NON_NEURAL:
-        try:
-            parse_architecture(base)
-        except ConvNetVAEError as err:
-            raise ConvNetVAEError(
-                f"unknown model {name!r}: use an architecture (conv-k51s51, conv-k11s3x2, fc-l1, ...), "
-                f"'lsi', 'lsi-unscaled' or 'mofa', optionally with '{SHUFFLE_SUFFIX}' ({err})") from None
-    return base, shuffled
 
 
 def validate_inputs(adata: ad.AnnData, config: BenchmarkConfig) -> list[str]:
@@ -170,7 +153,7 @@ def validate_inputs(adata: ad.AnnData, config: BenchmarkConfig) -> list[str]:
     for name in config.models:
         base, _ = parse_model_name(name)
         if base == "mofa":
-            from convnetvae.evaluate.baselines import mofa_available
+            from .baselines import mofa_available
 
             if not mofa_available():
                 raise ConvNetVAEError("model 'mofa' needs the optional package mofapy2 (pip install mofapy2)")
@@ -186,8 +169,8 @@ def validate_inputs(adata: ad.AnnData, config: BenchmarkConfig) -> list[str]:
 
 def _embed_neural(arch: str, tr: ad.AnnData, va: ad.AnnData | None, mods: list[str], cfg: BenchmarkConfig
                   ) -> dict:
-    from convnetvae.api import ConvNetVAE
-    from convnetvae.evaluate.likelihood import marginal_log_likelihood
+    from ..api import ConvNetVAE
+    from .likelihood import marginal_log_likelihood
 
     ConvNetVAE.setup_anndata(tr, modalities=mods, batch_key=cfg.batch_key)
     model = ConvNetVAE(tr, architecture=arch, likelihood=cfg.likelihood, n_latent=cfg.n_latent,
@@ -209,7 +192,7 @@ def _embed_neural(arch: str, tr: ad.AnnData, va: ad.AnnData | None, mods: list[s
 
 def _embed_lsi(tr: ad.AnnData, va: ad.AnnData | None, mods: list[str], cfg: BenchmarkConfig,
                scale: bool = True) -> dict:
-    from convnetvae.evaluate.baselines import LSIModel
+    from .baselines import LSIModel
 
     t0 = time.perf_counter()
     lsi = LSIModel(mods, n_components=cfg.lsi_components, seed=cfg.seed, scale=scale).fit(tr)
@@ -221,7 +204,7 @@ def _embed_lsi(tr: ad.AnnData, va: ad.AnnData | None, mods: list[str], cfg: Benc
 
 
 def _embed_mofa(tr: ad.AnnData, va: ad.AnnData | None, mods: list[str], cfg: BenchmarkConfig) -> dict:
-    from convnetvae.evaluate.baselines import mofa_embedding
+    from .baselines import mofa_embedding
 
     both = tr if va is None else ad.concat([tr, va], merge="same")
     t0 = time.perf_counter()

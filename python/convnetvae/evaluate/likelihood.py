@@ -16,8 +16,8 @@ import math
 import numpy as np
 import torch
 
-from convnetvae.errors import ConvNetVAEError
-from convnetvae.model.likelihoods import log_factorial_sum
+from ..errors import ConvNetVAEError
+from ..model.likelihoods import log_factorial_sum
 
 _LOG_2PI = math.log(2.0 * math.pi)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from convnetvae.errors import ConvNetVAEError
+from ..errors import ConvNetVAEError
 
 #: above this many cells the approximate pynndescent index is used instead of an exact search
 EXACT_MAX_CELLS = 50_000
@@ -42,7 +42,7 @@ class KNNResult:
     def k(self) -> int:
         return int(self.indices.shape[1])
 
-    def subset_k(self, k: int) -> "KNNResult":
+    def subset_k(self, k: int) -> KNNResult:
         """The first ``k`` neighbours of each cell (``k`` must not exceed :attr:`k`)."""
         if k > self.k:
             raise ConvNetVAEError(f"k={k} exceeds the {self.k} neighbours computed; recompute with a larger k")

@@ -10,15 +10,16 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from convnetvae.evaluate.harness import BenchmarkResult, config_dict, summary_table
-from convnetvae.evaluate.scib import BATCH_METRICS, BIO_METRICS
-from convnetvae.io_utils import atomic_path, atomic_write, write_json
+from ..io_utils import atomic_path, atomic_write, write_json
+from .harness import BenchmarkResult, config_dict, summary_table
+from .models import SHUFFLE_SUFFIX, bin_order_matters
+from .scib import BATCH_METRICS, BIO_METRICS
 
 FIGURES = ("ari_vs_resolution.png", "parameters.png", "training_time.png", "neg_marginal_ll.png", "scib.png")
 
@@ -239,8 +240,10 @@ def _comparison_notes(summary: pd.DataFrame) -> list[str]:
         return []
     best = d.loc[d["best_ari_mean"].idxmax()]
     lines = ["## Comparison", "", f"- Best {split} ARI: **{best['model']}** ({best['best_ari_mean']:.3f})."]
-    conv = d[d["model"].astype(str).str.startswith("conv-") & ~d["model"].astype(str).str.endswith("+shuffle")]
-    base = d[~d["model"].astype(str).str.startswith("conv-")]
+    names = d["model"].astype(str)
+    ordered = names.map(bin_order_matters).astype(bool)
+    conv = d[ordered & ~names.str.endswith(SHUFFLE_SUFFIX)]
+    base = d[~ordered]
     if not conv.empty and not base.empty:
         bc, bb = conv.loc[conv["best_ari_mean"].idxmax()], base.loc[base["best_ari_mean"].idxmax()]
         if bc["best_ari_mean"] < bb["best_ari_mean"]:
@@ -249,8 +252,8 @@ def _comparison_notes(summary: pd.DataFrame) -> list[str]:
         else:
             lines.append(f"- The best ConvNet-VAE ({bc['model']}, {bc['best_ari_mean']:.3f}) beats or ties the "
                          f"best baseline {bb['model']} ({bb['best_ari_mean']:.3f}) on {split} ARI.")
-    for _, r in d[d["model"].astype(str).str.endswith("+shuffle")].iterrows():
-        orig = str(r["model"])[: -len("+shuffle")]
+    for _, r in d[names.str.endswith(SHUFFLE_SUFFIX)].iterrows():
+        orig = str(r["model"])[: -len(SHUFFLE_SUFFIX)]
         o = d[d["model"].astype(str) == orig]
         if not o.empty:
             delta = r["best_ari_mean"] - o["best_ari_mean"].iloc[0]

@@ -25,16 +25,17 @@ Undefined metrics (one batch, one label, every label in a single batch, ...) are
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from convnetvae.errors import ConvNetVAEError
-from convnetvae.evaluate.neighbors import KNNResult, fuzzy_connectivities, knn
+from ..errors import ConvNetVAEError
+from .neighbors import KNNResult, fuzzy_connectivities, knn
 
 BATCH_METRICS: tuple[str, ...] = ("asw_batch", "graph_connectivity", "ilisi", "kbet")
 BIO_METRICS: tuple[str, ...] = ("asw_label", "nmi", "clisi")
@@ -341,7 +342,7 @@ def nmi_best_louvain(
     Undefined
         Only one label.
     """
-    from convnetvae.evaluate.clustering import DEFAULT_RESOLUTIONS, clustering_sweep
+    from .clustering import DEFAULT_RESOLUTIONS, clustering_sweep
 
     _, n_lab = _codes(labels)
     if n_lab < 2:

@@ -1,7 +1,27 @@
-"""Models: ConvNet-VAE (convolutional) and the FC-VAE product-of-experts baseline."""
+"""Models: ConvNet-VAE (convolutional) and the FC-VAE product-of-experts baseline.
 
-from .architectures import PAPER_ARCHITECTURES, Architecture, parse_architecture
-from .vae import VAE, ModuleConfig, build_module, count_parameters
+The architecture registry (:mod:`.registry`) does not import torch; the modules (``VAE``...) are
+imported on first use, so listing or checking architectures stays light.
+"""
 
-__all__ = ["VAE", "ModuleConfig", "Architecture", "PAPER_ARCHITECTURES", "build_module",
-           "count_parameters", "parse_architecture"]
+from .registry import (
+    DEFAULT_ARCHITECTURE,
+    PAPER_ARCHITECTURES,
+    Architecture,
+    Family,
+    parse_architecture,
+    preset_names,
+    register,
+)
+
+__all__ = ["VAE", "ModuleConfig", "Architecture", "Family", "DEFAULT_ARCHITECTURE",
+           "PAPER_ARCHITECTURES", "count_parameters", "parse_architecture", "preset_names",
+           "register"]
+
+
+def __getattr__(name: str):
+    if name in ("VAE", "ModuleConfig", "count_parameters"):
+        from . import vae
+
+        return getattr(vae, name)
+    raise AttributeError(name)

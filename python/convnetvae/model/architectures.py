@@ -1,66 +1,57 @@
-"""Readable architecture names.
+"""Builders of the registered architecture families (see :mod:`.registry`).
 
-* ``conv-k{K}s{S}``: ConvNet-VAE Group 1, one Conv1d layer of 32 channels, kernel K, stride S
-  (the paper's K11S11, K31S31, K51S51).
-* ``conv-k{K}s{S}x{L}``: L Conv1d layers with 32, 64, 128, ... channels (Group 2 is
-  ``conv-k11s3x1`` .. ``conv-k11s3x3``).
-* ``fc-l{L}``: the FC-VAE product-of-experts baseline with L hidden layers per expert.
+A builder is ``build(arch, config, n_extra) -> (encoder, decoder)``:
+
+* ``arch``: the parsed :class:`~.registry.Architecture`;
+* ``config``: the :class:`~.vae.ModuleConfig` (modalities, chromosome lengths, batches, widths);
+* ``n_extra``: width of the modality mask the encoder receives (0 when it receives none);
+* the encoder is called as ``encoder(log1p_counts (B, M, G), batch_onehot or None, mask or
+  None)`` and returns the mean and log-variance of q(z | x, b), each (B, n_latent);
+* the decoder is called as ``decoder(z, batch_onehot or None)`` and returns logits over bins
+  (B, M, G); the VAE adds batch offsets, takes the softmax and the likelihood.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
+
+from torch import nn
 
 from ..errors import ConvNetVAEError
+from .convnet import ConvDecoder, ConvEncoder
+from .fc_poe import FCPoEDecoder, FCPoEEncoder
+from .registry import PAPER_ARCHITECTURES, Architecture, parse_architecture
 
-_CONV = re.compile(r"^conv-k(\d+)s(\d+)(?:x(\d+))?$")
-_FC = re.compile(r"^fc-l(\d+)$")
+if TYPE_CHECKING:  # pragma: no cover
+    from .vae import ModuleConfig
 
-#: the architectures of the paper's Tables 1 and 2
-PAPER_ARCHITECTURES = ("conv-k11s11", "conv-k31s31", "conv-k51s51", "conv-k11s3x1",
-                       "conv-k11s3x2", "conv-k11s3x3", "fc-l1", "fc-l2", "fc-l3")
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """A parsed architecture."""
-
-    name: str
-    kind: str  # "conv" or "fc"
-    kernel: int = 0
-    stride: int = 0
-    channels: tuple[int, ...] = field(default_factory=tuple)
-    n_layers: int = 1
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["channels"] = list(self.channels)
-        return d
+__all__ = ["PAPER_ARCHITECTURES", "Architecture", "build_conv", "build_fc", "parse_architecture"]
 
 
-def parse_architecture(name: str) -> Architecture:
-    """Parse an architecture name such as ``"conv-k31s31"``, ``"conv-k11s3x2"`` or ``"fc-l1"``."""
-    if not isinstance(name, str):
-        raise ConvNetVAEError(f"architecture must be a string like 'conv-k31s31', got {name!r}")
-    key = name.strip().lower()
-    m = _CONV.match(key)
-    if m:
-        k, s = int(m.group(1)), int(m.group(2))
-        n = int(m.group(3) or 1)
-        if k < 1 or s < 1 or n < 1 or n > 6:
-            raise ConvNetVAEError(
-                f"architecture {name!r}: kernel and stride must be >= 1 and layers 1-6")
-        channels = tuple(32 * 2 ** i for i in range(n))
-        return Architecture(name=key, kind="conv", kernel=k, stride=s, channels=channels,
-                            n_layers=n)
-    m = _FC.match(key)
-    if m:
-        n = int(m.group(1))
-        if not 1 <= n <= 6:
-            raise ConvNetVAEError(f"architecture {name!r}: FC-VAE layers must be 1-6")
-        return Architecture(name=key, kind="fc", n_layers=n)
-    raise ConvNetVAEError(
-        f"unknown architecture {name!r}: use 'conv-k<K>s<S>' (e.g. conv-k31s31), "
-        f"'conv-k<K>s<S>x<layers>' (e.g. conv-k11s3x2) or 'fc-l<layers>' (e.g. fc-l1); the "
-        f"paper's are {', '.join(PAPER_ARCHITECTURES)}")
+def build_conv(arch: Architecture, config: ModuleConfig, n_extra: int
+               ) -> tuple[nn.Module, nn.Module]:
+    """ConvNet-VAE encoder and decoder (Group 1 and Group 2)."""
+    g = int(sum(config.chrom_lengths))
+    if g < arch.kernel:
+        raise ConvNetVAEError(
+            f"architecture {arch.name!r} has kernel {arch.kernel} but the data has only "
+            f"{g} bins: choose a smaller kernel (e.g. conv-k11s11) or more bins")
+    m = config.n_modalities
+    encoder = ConvEncoder(m, config.chrom_lengths, arch.kernel, arch.stride, arch.channels,
+                          config.n_batches, n_extra, config.n_hidden, config.n_latent,
+                          config.dropout, config.chrom_aware)
+    decoder = ConvDecoder(m, config.chrom_lengths, arch.kernel, arch.stride, arch.channels,
+                          config.n_batches, config.n_latent, config.dropout, config.chrom_aware)
+    return encoder, decoder
+
+
+def build_fc(arch: Architecture, config: ModuleConfig, n_extra: int
+             ) -> tuple[nn.Module, nn.Module]:
+    """FC-VAE product-of-experts encoder and decoder (the mask selects the experts)."""
+    g = int(sum(config.chrom_lengths))
+    m = config.n_modalities
+    encoder = FCPoEEncoder(m, g, config.n_batches, config.n_hidden, config.n_latent,
+                           arch.n_layers, config.dropout)
+    decoder = FCPoEDecoder(m, g, config.n_batches, config.n_hidden, config.n_latent,
+                           arch.n_layers, config.dropout)
+    return encoder, decoder

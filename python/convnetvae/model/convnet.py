@@ -12,7 +12,7 @@ convolution, see :mod:`.layout`), BN/ReLU/Dropout between layers -> logits over 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from .layout import (ConvLayout, Runs, copy_runs, relu_dropout_flatten, relu_dropout_place,
                      segment_lengths, upsample_conv_as_transposed_weight)
+from .window import use_windows, window_conv1d, window_conv_transpose1d
 
 
 class _Block(nn.Sequential):
@@ -186,7 +187,11 @@ class ConvEncoder(nn.Module):
         n = len(self.convs)
         h = copy_runs(h, self.place_runs[0])
         for i, (conv, post) in enumerate(zip(self.convs, self.post)):
-            h = copy_runs(conv(h), self.crop_runs[i])
+            if use_windows(conv.kernel_size[0], conv.stride[0]):  # same result, faster on CPU
+                h = window_conv1d(h, conv.weight, conv.bias, conv.stride[0])
+            else:
+                h = conv(h)
+            h = copy_runs(h, self.crop_runs[i])
             if i + 1 < n:
                 h = _bn_relu_dropout(post, h, self.place_runs[i + 1])
             else:
@@ -253,7 +258,10 @@ class ConvDecoder(nn.Module):
         n = len(self.post)
         for j, post in enumerate(self.post):
             w = upsample_conv_as_transposed_weight(self.weights[j], self.stride)
-            h = conv_transpose1d(h, w, self.stride)
+            if use_windows(w.shape[-1], self.stride):  # same result, faster on CPU
+                h = window_conv_transpose1d(h, w, self.stride)
+            else:
+                h = conv_transpose1d(h, w, self.stride)
             h = copy_runs(h, self.crop_runs[j], self.biases[j])
             if j + 1 < n:
                 h = _bn_relu_dropout(post, h, self.place_runs[j + 1])

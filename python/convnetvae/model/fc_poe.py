@@ -10,8 +10,6 @@ implementation's third modality reuses the second encoder; here every modality h
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
 from torch import nn
 

@@ -11,7 +11,8 @@ bins and the library size is the observed total,
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+
+from .registry import LIKELIHOODS  # noqa: F401  (the likelihoods implemented here)
 
 
 def log_factorial_sum(x: torch.Tensor) -> torch.Tensor:
@@ -55,8 +56,3 @@ def nb_log_prob(x: torch.Tensor, log_w: torch.Tensor, lib: torch.Tensor,
     res = (torch.lgamma(x + theta) - torch.lgamma(theta)
            + theta * (log_theta_b - log_theta_mu) + x * (log_mu - log_theta_mu)).sum(-1)
     return res - lgamma_x
-
-
-def log_softmax_bins(logits: torch.Tensor) -> torch.Tensor:
-    """Log softmax over the bin axis (last)."""
-    return F.log_softmax(logits, dim=-1)

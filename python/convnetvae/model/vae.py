@@ -9,18 +9,15 @@ embedding.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Sequence
+from dataclasses import asdict, dataclass
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from ..errors import ConvNetVAEError
-from .architectures import parse_architecture
-from .convnet import ConvDecoder, ConvEncoder
-from .fc_poe import FCPoEDecoder, FCPoEEncoder
-from .likelihoods import log_factorial_sum, nb_log_prob, poisson_log_prob
+from .likelihoods import LIKELIHOODS, log_factorial_sum, nb_log_prob, poisson_log_prob
+from .registry import DEFAULT_ARCHITECTURE, family_of, parse_architecture
 
 LOGVAR_MIN, LOGVAR_MAX = -15.0, 10.0
 
@@ -32,7 +29,7 @@ class ModuleConfig:
     n_modalities: int
     chrom_lengths: list[int]
     n_batches: int
-    architecture: str = "conv-k31s31"
+    architecture: str = DEFAULT_ARCHITECTURE
     likelihood: str = "poisson"
     n_latent: int = 30
     n_hidden: int = 128
@@ -40,7 +37,6 @@ class ModuleConfig:
     chrom_aware: bool = True
     use_mask: bool = False
     batch_offsets: bool = True
-    extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -57,35 +53,23 @@ class VAE(nn.Module):
         super().__init__()
         self.config = config
         arch = parse_architecture(config.architecture)
-        if config.likelihood not in ("poisson", "nb"):
+        if config.likelihood not in LIKELIHOODS:
             raise ConvNetVAEError(
-                f"likelihood must be 'poisson' or 'nb', got {config.likelihood!r}")
+                f"likelihood must be one of {LIKELIHOODS}, got {config.likelihood!r}")
         if config.n_latent < 1 or config.n_hidden < 1:
             raise ConvNetVAEError("n_latent and n_hidden must be positive")
         if not 0.0 <= config.dropout < 1.0:
             raise ConvNetVAEError(f"dropout must be in [0, 1), got {config.dropout}")
         self.arch = arch
+        self.family = family_of(arch.name)
         m = config.n_modalities
         g = int(sum(config.chrom_lengths))
         self.n_bins = g
+        # the encoder receives the modality mask when its family always takes it, or when
+        # modalities can be missing
+        self.mask_input = self.family.mask_always or config.use_mask
         n_extra = m if config.use_mask else 0
-        if arch.kind == "conv":
-            if g < arch.kernel:
-                raise ConvNetVAEError(
-                    f"architecture {arch.name!r} has kernel {arch.kernel} but the data has only "
-                    f"{g} bins: choose a smaller kernel (e.g. conv-k11s11) or more bins")
-            self.encoder: nn.Module = ConvEncoder(
-                m, config.chrom_lengths, arch.kernel, arch.stride, arch.channels,
-                config.n_batches, n_extra, config.n_hidden, config.n_latent, config.dropout,
-                config.chrom_aware)
-            self.decoder: nn.Module = ConvDecoder(
-                m, config.chrom_lengths, arch.kernel, arch.stride, arch.channels,
-                config.n_batches, config.n_latent, config.dropout, config.chrom_aware)
-        else:
-            self.encoder = FCPoEEncoder(m, g, config.n_batches, config.n_hidden, config.n_latent,
-                                        arch.n_layers, config.dropout)
-            self.decoder = FCPoEDecoder(m, g, config.n_batches, config.n_hidden, config.n_latent,
-                                        arch.n_layers, config.dropout)
+        self.encoder, self.decoder = self.family.builder()(arch, config, n_extra)
         if config.batch_offsets and config.n_batches > 1:
             # a learned log-rate offset per batch, modality and bin: batch-specific biases of
             # whole bins (mappability, GC, sample artefacts) get a direct path in the decoder,
@@ -116,11 +100,7 @@ class VAE(nn.Module):
         """Mean and log-variance of q(z | x, b) from raw counts ``x`` (B, M, G)."""
         mf = self._mask_float(x, mask)
         h = torch.log1p(x) * mf.unsqueeze(-1)
-        b = self.batch_onehot(batch)
-        if self.arch.kind == "conv":
-            mu, logvar = self.encoder(h, b, mf if self.config.use_mask else None)
-        else:
-            mu, logvar = self.encoder(h, b, mf)
+        mu, logvar = self.encoder(h, self.batch_onehot(batch), mf if self.mask_input else None)
         return mu, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
 
     def decode(self, z: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
@@ -173,14 +153,12 @@ def count_parameters(module: nn.Module) -> int:
     return int(sum(p.numel() for p in module.parameters() if p.requires_grad))
 
 
-def build_module(config: ModuleConfig) -> VAE:
-    """Build a VAE module from its config."""
-    return VAE(config)
-
-
 def module_config_from_dict(d: dict) -> ModuleConfig:
     """Rebuild a :class:`ModuleConfig` from a JSON dict, rejecting unknown fields clearly."""
     allowed = set(ModuleConfig.__dataclass_fields__)
+    d = dict(d)
+    if not d.get("extra"):  # older saved models carry an always-empty "extra" field
+        d.pop("extra", None)
     unknown = set(d) - allowed
     if unknown:
         raise ConvNetVAEError(f"model config has unknown fields {sorted(unknown)}")
@@ -188,16 +166,3 @@ def module_config_from_dict(d: dict) -> ModuleConfig:
         return ModuleConfig(**d)
     except TypeError as err:
         raise ConvNetVAEError(f"model config is incomplete: {err}") from None
-
-
-def paper_parameter_counts(n_bins: int = 25_000, n_modalities: Sequence[int] = (2, 3),
-                           n_batches: int = 2) -> dict:
-    """Trainable parameters of the paper's architectures on one contiguous segment of bins."""
-    out = {}
-    for m in n_modalities:
-        for name in ("conv-k11s11", "conv-k31s31", "conv-k51s51", "conv-k11s3x1",
-                     "conv-k11s3x2", "conv-k11s3x3", "fc-l1", "fc-l2", "fc-l3"):
-            cfg = ModuleConfig(n_modalities=m, chrom_lengths=[n_bins], n_batches=n_batches,
-                               architecture=name, chrom_aware=False, batch_offsets=False)
-            out[(m, name)] = count_parameters(VAE(cfg))
-    return out

@@ -4,19 +4,22 @@ Used by both directions of the R bridge (reticulate: :mod:`convnetvae.r.bridge`;
 :mod:`convnetvae.r.rds`). Parsing, rebinning and the bin grid are those of
 :func:`convnetvae.data.readers.read_counts`, and bin selection that of
 :func:`convnetvae.data.bins.select_top_bins`; this module adds the check that the modalities
-share bins, keeps the caller's cell order and cell table, and selects the top bins.
+share bins, keeps the caller's cell order and cell table, and selects the top bins; the result is
+written by :func:`convnetvae.data.contract.build`, as every reader's.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ..data.bins import parse_bin_names, select_top_bins
+from ..data.bins import feature_windows, parse_bin_names, select_top_bins
+from ..data.contract import MASK_KEY, build
 from ..data.genome import check_bin_size
 from ..data.readers import read_counts
 from ..errors import ConvNetVAEError
@@ -32,14 +35,13 @@ def _parse(names: Sequence[str], modality: str) -> pd.DataFrame:
 def check_shared_bins(features: Mapping[str, pd.DataFrame], bin_size: int) -> None:
     """Raise if some modality shares no ``bin_size`` window with the first one.
 
-    Windows are those holding a feature's midpoint (the rebinning rule). No shared window
-    means another genome or chromosome naming (``chr1`` vs ``1``): an error, not an empty model.
+    Windows are those holding a feature's midpoint (:func:`~convnetvae.data.bins.feature_windows`,
+    the rebinning rule; R's ``.feature_windows`` applies the same). No shared window means
+    another genome or chromosome naming (``chr1`` vs ``1``): an error, not an empty model.
     """
-    keys = {}
-    for m, f in features.items():
-        mid = (f["start"].to_numpy(np.int64) + f["end"].to_numpy(np.int64)) // 2
-        keys[m] = pd.MultiIndex.from_arrays(
-            [f["chrom"].astype(str).to_numpy(), mid // bin_size]).unique()
+    keys = {m: pd.MultiIndex.from_arrays([f["chrom"].astype(str).to_numpy(),
+                                          feature_windows(f, bin_size)]).unique()
+            for m, f in features.items()}
     names = list(keys)
     for m in names[1:]:
         if len(keys[names[0]].intersection(keys[m])) == 0:
@@ -103,14 +105,17 @@ def build_anndata(
         var.index = pd.Index(names)
         inputs[str(m)] = ad.AnnData(X=sp.csr_matrix(x), obs=pd.DataFrame(index=cells), var=var)
     check_shared_bins(features, bin_size)
-    adata = read_counts(inputs, bin_size=bin_size, blacklist=blacklist)
-    adata = adata[cells].copy()  # the caller's cell order
-    extra = obs.drop(columns=[c for c in obs.columns if c in adata.obs.columns])
+    counted = read_counts(inputs, bin_size=bin_size, blacklist=blacklist)[cells]  # caller's order
+    extra = obs.drop(columns=[c for c in obs.columns if c in counted.obs.columns])
     extra.index = cells
-    adata.obs = pd.concat([extra, adata.obs], axis=1)
-    if adata.obsm["modality_mask"].all():
-        del adata.obsm["modality_mask"]  # every cell has every modality
-    adata.uns["bin_size"] = int(bin_size)
+    mods = list(counted.uns["modalities"])
+    mask = np.asarray(counted.obsm[MASK_KEY])
+    adata = build({m: counted.layers[m] for m in mods}, counted.var,
+                  pd.concat([extra, counted.obs.drop(columns=[f"n_counts_{m}" for m in mods])],
+                            axis=1),
+                  None if mask.all() else mask,  # no mask when every cell has every modality
+                  uns={**{k: v for k, v in counted.uns.items() if k != "modalities"},
+                       "bin_size": int(bin_size)})
     if n_bins is not None:
-        adata = select_top_bins(adata, list(adata.uns["modalities"]), int(n_bins))
+        adata = select_top_bins(adata, mods, int(n_bins))
     return adata

@@ -18,22 +18,24 @@ This module must not import rpy2 (it runs inside R's own process through reticul
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .. import model_format, settings
 from ..errors import ConvNetVAEError
-from ..io_utils import write_json
+from ..settings import DataSettings, EmbedSettings, ModelSettings, TrainSettings
 from .align import build_anndata
 
-BRIDGE_FILE = "r_bridge.json"
+#: the R bridge's notes beside a saved model (r_bridge.json): how RunConvNetVAE was called
+BRIDGE_SIDECAR = "r_bridge"
 BATCH_COLUMN = "batch"
 
 
@@ -162,31 +164,31 @@ def _blacklist(bl: Any) -> Any:
     return bl
 
 
-def _split_extra(extra: Mapping[str, Any] | None) -> tuple[dict, dict]:
-    """Split extra arguments into those of ConvNetVAE(...) and of ConvNetVAE.train(...)."""
-    from ..api import ConvNetVAE
-
-    init_params = set(inspect.signature(ConvNetVAE.__init__).parameters) - {"self", "adata"}
-    train_params = set(inspect.signature(ConvNetVAE.train).parameters) - {
-        "self", "callback", "stop_event"}
-    init_kw, train_kw = {}, {}
-    for k, v in dict(extra or {}).items():
-        if k in init_params:
-            init_kw[k] = v
-        elif k in train_params:
-            train_kw[k] = v
-        else:
-            raise ConvNetVAEError(
-                f"unknown argument {k.replace('_', '.')!r} (passed through ...); known model "
-                f"arguments: {sorted(init_params)}, training arguments: {sorted(train_params)}")
-    return init_kw, train_kw
+#: keys of the configuration from R that are not settings
+BRIDGE_KEYS = ("blacklist", "model_dir", "verbose", "assays", "group_by_vars", "extra")
 
 
-def _int_like(kw: dict) -> dict:
-    # R numbers arrive as floats: give whole floats back as ints where the API expects ints
-    return {k: (int(v) if isinstance(v, float) and v.is_integer() and k not in {
-        "lr", "dropout", "validation_size", "weight_decay", "grad_clip"} else v)
-        for k, v in kw.items()}
+def _settings_from_r(cfg: Mapping[str, Any]) -> tuple[dict, dict, dict, dict]:
+    """Model, training and data settings from the configuration R sends, checked by the schema.
+
+    Settings come as top-level keys (the formals of the R methods, by Python name) and in
+    ``extra`` (arguments passed through ``...``); names in messages are R's (``n.latent``).
+
+    Returns
+    -------
+    (model, train, data, extra): validated values, those given in ``extra`` separately.
+    """
+    top = {k: v for k, v in cfg.items() if k not in BRIDGE_KEYS}
+    extra = dict(cfg.get("extra") or {})
+    twice = sorted(set(top) & set(extra))
+    if twice:
+        raise ConvNetVAEError(f"argument(s) {[k.replace('_', '.') for k in twice]} given twice "
+                              "(as an argument and through ...)")
+    model, train, data = settings.split({**top, **extra},
+                                        [ModelSettings, TrainSettings, DataSettings], names="r")
+    data = {**{s.name: s.default for s in settings.schema(DataSettings)}, **data}
+    checked = {**model, **train, **data}
+    return model, train, data, {k: checked[k] for k in extra}
 
 
 # ---------------------------------------------------------------------------- entry points
@@ -210,10 +212,11 @@ def run_from_r(matrices: Mapping[str, Any], feature_names: Mapping[str, Sequence
     batch_key
         Column of ``obs`` with the batch of each cell, or ``None``.
     config
-        ``bin_size``, ``n_bins``, ``blacklist``, ``architecture``, ``likelihood``, ``n_latent``,
-        ``max_epochs``, ``batch_size``, ``learning_rate``, ``device``, ``seed``, ``model_dir``,
-        ``verbose``, ``assays``, ``group_by_vars`` and ``extra`` (further keyword arguments of
-        ``ConvNetVAE(...)`` or ``ConvNetVAE.train(...)``).
+        Settings of :mod:`convnetvae.settings` by Python name (``architecture``, ``max_epochs``,
+        ``lr``, ``bin_size``, ``n_bins``, ...: the formals of the R methods), ``extra`` (further
+        settings passed through R's ``...``), and ``blacklist``, ``model_dir``, ``verbose``,
+        ``assays``, ``group_by_vars``. Every setting is checked against the schema; messages
+        use R's names (``n.latent``).
 
     Returns
     -------
@@ -224,27 +227,17 @@ def run_from_r(matrices: Mapping[str, Any], feature_names: Mapping[str, Sequence
     from ..api import ConvNetVAE
 
     cfg = dict(config or {})
-    bin_size = int(cfg.get("bin_size", 10_000))
-    n_bins = int(cfg.get("n_bins", 25_000))
-    init_kw, train_kw = _split_extra(cfg.get("extra"))
-    init_kw, train_kw = _int_like(init_kw), _int_like(train_kw)
-    verbose = bool(cfg.get("verbose", True))
-    seed = int(cfg.get("seed", 42))
-
+    model_kw, train_kw, data, extra = _settings_from_r(cfg)
+    bin_size, n_bins = data["bin_size"], data["n_bins"]
     adata = inputs_to_anndata(matrices, feature_names, cell_names, obs, bin_size=bin_size,
                               blacklist=cfg.get("blacklist"), n_bins=n_bins)
     if batch_key is not None and batch_key not in adata.obs.columns:
         raise ConvNetVAEError(f"batch_key {batch_key!r} is not one of the obs columns given")
     modalities = list(matrices.keys())
     ConvNetVAE.setup_anndata(adata, modalities=modalities, batch_key=batch_key)
-    model = ConvNetVAE(adata, architecture=str(cfg.get("architecture", "conv-k31s31")),
-                       likelihood=str(cfg.get("likelihood", "poisson")),
-                       n_latent=int(cfg.get("n_latent", 30)), seed=seed, **init_kw)
-    train_kw.setdefault("progress", verbose)
-    model.train(max_epochs=int(cfg.get("max_epochs", 300)),
-                batch_size=int(cfg.get("batch_size", 128)),
-                lr=float(cfg.get("learning_rate", 1e-3)), seed=seed,
-                device=str(cfg.get("device", "auto")), **train_kw)
+    model = ConvNetVAE(adata, **model_kw)
+    train_kw.setdefault("progress", bool(cfg.get("verbose", True)))
+    model.train(**train_kw)
     z = model.get_latent_representation()
 
     model_dir = cfg.get("model_dir")
@@ -261,13 +254,13 @@ def run_from_r(matrices: Mapping[str, Any], feature_names: Mapping[str, Sequence
         "batch_key": batch_key,
         "batch_categories": list(model.registry["batch_categories"]),
         "group_by_vars": list(cfg.get("group_by_vars") or []),
-        "seed": seed,
+        "seed": int(model.seed),
         "device": str(model.device),
         "model_dir": str(model_dir) if model_dir else None,
         "blacklist": cfg.get("blacklist") if isinstance(cfg.get("blacklist"), str) else (
             "regions" if cfg.get("blacklist") is not None else None),
         "train": dict(model.train_config),
-        "extra": {**init_kw, **{k: v for k, v in train_kw.items() if k != "progress"}},
+        "extra": extra,
         "convnetvae_version": _version(),
     }
     if model_dir:
@@ -287,12 +280,12 @@ def _version() -> str:
 
 
 def _save(model: Any, d: Path, full_config: dict) -> None:
-    if d.exists() and any(d.iterdir()) and not (d / "config.json").exists():
+    if d.exists() and any(d.iterdir()) and not model_format.is_model_dir(d):
         raise ConvNetVAEError(
             f"model.dir {str(d)!r} exists, is not empty and holds no ConvNetVAE model; give a new "
             "or empty directory")
     model.save(d, overwrite=True)
-    write_json(d / BRIDGE_FILE, full_config)
+    model_format.write_sidecar(d, BRIDGE_SIDECAR, full_config)
 
 
 def model_info(model_dir: str | os.PathLike) -> dict:
@@ -301,29 +294,23 @@ def model_info(model_dir: str | os.PathLike) -> dict:
     Returns
     -------
     dict
-        ``modalities``, ``bin_size``, ``n_bins``, ``n_latent``, ``batch_key``,
-        ``batch_categories``, ``group_by_vars``, ``architecture``.
+        ``modalities``, ``bin_size``, ``n_bins``, ``n_latent``, ``architecture``, ``batch_key``,
+        ``batch_categories``, ``group_by_vars``.
     """
     d = Path(model_dir)
-    cfg_path = d / "config.json"
-    if not cfg_path.exists():
+    if not model_format.is_model_dir(d):
         raise ConvNetVAEError(
-            f"{str(d)!r} is not a saved ConvNetVAE model (no config.json); save one with "
-            "RunConvNetVAE(..., model.dir = ) or ConvNetVAE.save()")
-    try:
-        cfg = json.loads(cfg_path.read_text())
-        bridge = json.loads((d / BRIDGE_FILE).read_text()) if (d / BRIDGE_FILE).exists() else {}
-        reg = cfg["registry"]
-        bins = cfg["bins"]
-        module = cfg["module"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise ConvNetVAEError(f"{str(cfg_path)!r} is corrupted or incomplete: {err}") from None
-    widths = np.asarray(bins["end"], dtype=np.int64) - np.asarray(bins["start"], dtype=np.int64)
+            f"{str(d)!r} is not a saved ConvNetVAE model (no {model_format.CONFIG_FILE}); save one "
+            "with RunConvNetVAE(..., model.dir = ) or ConvNetVAE.save()")
+    saved = model_format.read(d)
+    bridge = saved.sidecar(BRIDGE_SIDECAR)
+    reg, bins, module = saved.registry, saved.bins(), saved.config["module"]
+    widths = (bins["end"] - bins["start"]).to_numpy()
     bin_size = int(bridge.get("bin_size") or (int(np.max(widths)) if len(widths) else 10_000))
     return _plain({
         "modalities": list(reg["modalities"]),
         "bin_size": bin_size,
-        "n_bins": len(bins["chrom"]),
+        "n_bins": len(bins),
         "n_latent": module.get("n_latent"),
         "architecture": module.get("architecture"),
         "batch_key": reg.get("batch_key"),
@@ -355,13 +342,9 @@ def project_from_r(matrices: Mapping[str, Any], feature_names: Mapping[str, Sequ
         raise ConvNetVAEError(
             f"the model in {str(model_dir)!r} was trained on modalities {info['modalities']} "
             f"(in that order) but {modalities} were given")
-    extra = dict(cfg.get("extra") or {})
-    device = str(extra.pop("device", "auto"))
-    batch_size = int(extra.pop("batch_size", 512))
-    if extra:
-        raise ConvNetVAEError(f"unknown arguments for projection: {sorted(extra)}")
+    embed = settings.make(EmbedSettings, names="r", **dict(cfg.get("extra") or {}))
     full = inputs_to_anndata(matrices, feature_names, cell_names, obs, bin_size=info["bin_size"])
-    saved = json.loads((Path(model_dir) / "config.json").read_text())["bins"]
+    saved = model_format.read(model_dir).config["bins"]
     adata = _reindex_bins(full, saved, modalities, model_dir)
     model_batch_key = info["batch_key"]
     if model_batch_key is not None:
@@ -375,8 +358,8 @@ def project_from_r(matrices: Mapping[str, Any], feature_names: Mapping[str, Sequ
                     "(group.by.vars)")
         elif batch_key != model_batch_key:
             adata.obs[model_batch_key] = adata.obs[batch_key]
-    model = ConvNetVAE.load(model_dir, adata, device=device)
-    z = model.get_latent_representation(adata, batch_size=batch_size)
+    model = ConvNetVAE.load(model_dir, adata, device=embed.device)
+    z = model.get_latent_representation(adata, batch_size=embed.batch_size)
     return {"embedding": encode_dense(z), "history": {}, "config": _plain(info),
             "bins": [str(b) for b in adata.var_names]}
 

@@ -13,8 +13,9 @@ without densifying; cell tables cross column by column.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import anndata as ad
 import numpy as np

@@ -2,38 +2,63 @@
 
 Each is an ordinary annotated function turned into a form with :func:`panel`, exactly as a
 user's own panel is; the train panel adds a stop button, a progress bar and a live loss curve.
-The functions reach the workbench through a closure, so they stay plain functions.
+The functions reach the workbench through a closure, so they stay plain functions; they read its
+``adata``, ``model`` and ``labels_key`` and change it only through its public methods
+(``use_data``, ``use_model``, ``record_scib``, ``embed_and_cluster``, ``refresh``). This module
+does not import the workbench.
 """
 
 from __future__ import annotations
 
 import html
+import inspect
 import threading
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 import ipywidgets as w
 import numpy as np
 import pandas as pd
 
+from .. import settings
 from ..errors import ConvNetVAEError
+from ..evaluate.embedding import CLUSTER_KEY, LATENT_KEY, NEIGHBORS_KEY  # noqa: F401
+from ..settings import ModelSettings, TrainSettings
 from .annotations import Layer, ObsColumn
 from .panel import Panel, panel
 from .plots import loss_figure
 from .render import error_widget, figure_to_png, html_box
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .workbench import Workbench
+#: the Train panel's own options (not model or training settings): name, default, doc
+_TRAIN_PANEL_OPTIONS = (
+    ("continue_training", False, "Keep training the current model instead of starting a new one."),
+    ("embed_when_done", True, "Embed, lay out and cluster as soon as training ends."),
+)
 
-#: where the workbench writes its results
-LATENT_KEY = "X_convnetvae"
-CLUSTER_KEY = "convnetvae_clusters"
-NEIGHBORS_KEY = "convnetvae_neighbors"
 
-Architecture = Literal["conv-k31s31", "conv-k51s51", "conv-k11s11", "conv-k11s3x1",
-                       "conv-k11s3x2", "conv-k11s3x3", "fc-l1", "fc-l2", "fc-l3"]
+def _train_function(start: Any) -> Any:
+    """The Train panel's function: its parameters are the settings the schema marks for the
+    panel (:func:`convnetvae.settings.widget_parameters`) plus the panel's own options."""
+    params = (settings.widget_parameters(ModelSettings)
+              + settings.widget_parameters(TrainSettings)
+              + [(n, bool, d, doc) for n, d, doc in _TRAIN_PANEL_OPTIONS])
+
+    def train(**values: Any) -> w.HTML:
+        return start(**values)
+
+    train.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=a)
+         for n, a, d, _ in params])
+    train.__doc__ = ("Train a ConvNet-VAE in the background (the notebook stays usable).\n\n"
+                     "Parameters\n----------\n"
+                     + "".join(f"{n}\n    {doc}\n" for n, _, _, doc in params))
+    return train
 
 _BATCH_GUESSES = ("batch", "sample", "batch_key", "donor", "library")
 _LABEL_GUESSES = ("cell_type", "celltype", "cell_types", "labels", "label", "annotation")
+
+
+def _names(cls: type) -> set[str]:
+    return {s.name for s in settings.schema(cls)}
 
 
 def _guess(adata: Any, names: tuple[str, ...]) -> str | None:
@@ -66,7 +91,7 @@ def _summary_html(adata: Any, reg: dict) -> str:
     return "<br>".join(parts)
 
 
-def data_panel(wb: "Workbench") -> Panel:
+def data_panel(wb: Any) -> Panel:
     """The data panel: modalities, batch and label columns, and a summary of the data."""
     adata = wb.adata
     reg = adata.uns.get("convnetvae") if isinstance(adata.uns.get("convnetvae"), dict) else {}
@@ -100,8 +125,7 @@ def data_panel(wb: "Workbench") -> Panel:
 
         ConvNetVAE.setup_anndata(adata, modalities=list(modalities), batch_key=batch_key,
                                  labels_key=labels_key)
-        wb.labels_key = labels_key
-        wb.tracks.modalities.value = tuple(modalities)
+        wb.use_data(list(modalities), labels_key)
         return w.HTML(_summary_html(adata, adata.uns["convnetvae"]))
 
     return panel(data, adata, title="Data", button_text="Apply")
@@ -112,7 +136,7 @@ class TrainPanel:
     a progress bar and a live loss curve. Training runs in a background thread, so the
     notebook stays responsive; stopping keeps the model (best weights) and history so far."""
 
-    def __init__(self, wb: "Workbench") -> None:
+    def __init__(self, wb: Any) -> None:
         self.wb = wb
         self.thread: threading.Thread | None = None
         self.stop_event = threading.Event()
@@ -123,37 +147,7 @@ class TrainPanel:
         self.n_loss_renders = 0
         self.state = "idle"  # idle | training | stopping | finished | stopped | failed
 
-        def train(architecture: Architecture = "conv-k31s31",
-                  likelihood: Literal["poisson", "nb"] = "poisson",
-                  max_epochs: Annotated[int, {"min": 1, "max": 500}] = 50,
-                  batch_size: Literal[32, 64, 128, 256, 512] = 128,
-                  lr: Annotated[float, {"min": 1e-5, "max": 1e-1, "widget": "box"}] = 1e-3,
-                  n_latent: Annotated[int, {"min": 2, "max": 100}] = 30,
-                  early_stopping: bool = True,
-                  continue_training: bool = False,
-                  embed_when_done: bool = True) -> w.HTML:
-            """Train a ConvNet-VAE in the background (the notebook stays usable).
-
-            Parameters
-            ----------
-            architecture
-                conv-kKsS: one conv layer with kernel K and stride S; x2, x3: deeper; fc-lN:
-                the FC-VAE baseline.
-            likelihood
-                Poisson (the paper) or negative binomial.
-            max_epochs
-                Passes over the cells (early stopping may end sooner).
-            continue_training
-                Keep training the current model instead of starting a new one.
-            embed_when_done
-                Embed, lay out and cluster as soon as training ends.
-            """
-            return self.start(architecture=architecture, likelihood=likelihood,
-                              max_epochs=max_epochs, batch_size=batch_size, lr=lr,
-                              n_latent=n_latent, early_stopping=early_stopping,
-                              continue_training=continue_training,
-                              embed_when_done=embed_when_done)
-
+        train = _train_function(self.start)
         self.panel = panel(train, wb.adata, title="Train", button_text="Train")
         self.stop_button = w.Button(description="Stop", icon="stop", button_style="warning",
                                     disabled=True, tooltip="stop after the current minibatch, "
@@ -190,25 +184,24 @@ class TrainPanel:
         from ..api import ConvNetVAE
 
         model = wb.model
+        model_kw = {k: v for k, v in cfg.items() if k in _names(ModelSettings)}
+        train_kw = {k: v for k, v in cfg.items() if k in _names(TrainSettings)}
         if model is None or not cfg["continue_training"]:
-            model = ConvNetVAE(wb.adata, architecture=cfg["architecture"],
-                               likelihood=cfg["likelihood"], n_latent=cfg["n_latent"])
-            wb.model = model
+            model = ConvNetVAE(wb.adata, **model_kw)
+            wb.use_model(model)
         self.stop_event = threading.Event()
         self.done.clear()
         self.error = None
         self.history = []
         self.state = "training"
-        self.progress.max = int(cfg["max_epochs"])
+        self.progress.max = int(cfg.get("max_epochs") or 1)
         self.progress.value = 0
         self.progress.bar_style = "info"
         self.stop_button.disabled = False
-        self.status.value = f"training {html.escape(cfg['architecture'])} &hellip;"
-        self._render_loss(cfg["max_epochs"])
-        kwargs = dict(max_epochs=int(cfg["max_epochs"]), batch_size=int(cfg["batch_size"]),
-                      lr=float(cfg["lr"]), early_stopping=bool(cfg["early_stopping"]))
+        self.status.value = f"training {html.escape(model.module.config.architecture)} &hellip;"
+        self._render_loss(self.progress.max)
         self.thread = threading.Thread(target=self._worker, name="convnetvae-train",
-                                       args=(model, kwargs, bool(cfg["embed_when_done"])),
+                                       args=(model, train_kw, bool(cfg["embed_when_done"])),
                                        daemon=True)
         self.thread.start()
         return html_box(f"started: {html.escape(repr(model))}", "info")
@@ -282,7 +275,7 @@ class TrainPanel:
             self.done.set()
 
 
-def embed_panel(wb: "Workbench") -> Panel:
+def embed_panel(wb: Any) -> Panel:
     """Embed (latent means), lay out (UMAP or PCA) and cluster (Louvain / Leiden)."""
 
     def embed_and_cluster(resolution: Annotated[float, {"min": 0.1, "max": 3.0,
@@ -316,7 +309,7 @@ def embed_panel(wb: "Workbench") -> Panel:
     return p
 
 
-def evaluate_panel(wb: "Workbench") -> Panel:
+def evaluate_panel(wb: Any) -> Panel:
     """scIB integration metrics of the embedding (batch removal and biology conservation)."""
 
     def evaluate(labels_key: Annotated[str, ObsColumn(kind="categorical")] = wb.labels_key or "",
@@ -349,7 +342,7 @@ def evaluate_panel(wb: "Workbench") -> Panel:
             reasons.setdefault("overall", "batch or biology score undefined")
         table = pd.DataFrame({"metric": list(d), "value": list(d.values()),
                               "note": [reasons.get(k, "") for k in d]})
-        wb.scib = table
+        wb.record_scib(table)
         return table
 
     p = panel(evaluate, wb.adata, title="Evaluate", button_text="Evaluate")

@@ -33,8 +33,9 @@ import inspect
 import io
 import re
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import ipywidgets as w
 
@@ -181,7 +182,7 @@ class Panel:
             elif f.extra.get("default") in names:
                 f.widget.value = f.extra["default"]
 
-    def on_result(self, callback: Callable[["Panel"], None]) -> None:
+    def on_result(self, callback: Callable[[Panel], None]) -> None:
         """Call ``callback(panel)`` after every run (successful or not)."""
         self._callbacks.append(callback)
 

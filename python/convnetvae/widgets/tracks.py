@@ -9,8 +9,9 @@ averaged over the cells of a group. Cells lacking a modality are left out of its
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd

@@ -14,16 +14,15 @@ standard ipywidgets and PNG images: JupyterLab, Notebook 7, VS Code and Voila al
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import ipywidgets as w
-import numpy as np
 import pandas as pd
 
 from ..errors import ConvNetVAEError
-from .builtin_panels import (CLUSTER_KEY, LATENT_KEY, NEIGHBORS_KEY, TrainPanel, data_panel,
-                             embed_panel, evaluate_panel)
+from ..evaluate.embedding import CLUSTER_KEY
+from .builtin_panels import TrainPanel, data_panel, embed_panel, evaluate_panel
 from .panel import Panel, panel
 from .views import EmbeddingView, GenomeTrackView
 
@@ -31,7 +30,7 @@ from .views import EmbeddingView, GenomeTrackView
 class _Context(Mapping):
     """What a docked function may ask for by parameter name: ``workbench``, ``model``."""
 
-    def __init__(self, wb: "Workbench") -> None:
+    def __init__(self, wb: Workbench) -> None:
         self._wb = wb
 
     def __getitem__(self, key: str) -> Any:
@@ -210,6 +209,20 @@ class Workbench:
                 raise self.trainer.error
         return self.model
 
+    def use_data(self, modalities: list[str], labels_key: str | None) -> None:
+        """The data panel's setup changed: the tracks show ``modalities``, scores use
+        ``labels_key``."""
+        self.labels_key = labels_key
+        self.tracks.modalities.value = tuple(modalities)
+
+    def use_model(self, model: Any) -> None:
+        """Make ``model`` the workbench's model (the Train panel calls this)."""
+        self.model = model
+
+    def record_scib(self, table: pd.DataFrame) -> None:
+        """Keep the Evaluate panel's last scIB table in ``self.scib``."""
+        self.scib = table
+
     def stop(self) -> None:
         """Stop training after the current minibatch, keeping the model so far."""
         self.trainer.stop()
@@ -224,11 +237,10 @@ class Workbench:
         """Latent means -> ``obsm["X_convnetvae"]``, 2D layout -> ``obsm["X_convnetvae_umap"]``
         (or ``_pca``), clusters -> ``obs["convnetvae_clusters"]``; ARI/NMI against labels.
 
-        Uses the evaluation module's kNN graph and Louvain/Leiden (best of 5 starts), and
-        scanpy's UMAP. Returns an HTML summary; the views switch to the new embedding.
+        The pipeline is :func:`convnetvae.evaluate.embedding.embed_and_cluster` (the demo's too).
+        Returns an HTML summary; the views switch to the new embedding.
         """
-        from ..evaluate.clustering import ari, leiden, louvain, nmi
-        from ..evaluate.neighbors import fuzzy_connectivities, knn
+        from ..evaluate.embedding import LATENT_KEY, embed_and_cluster
 
         if self.model is None:
             raise ConvNetVAEError("no model yet: train one in the Train panel first")
@@ -236,46 +248,18 @@ class Workbench:
             raise ConvNetVAEError("training is running: stop it or wait for it to finish")
         if not getattr(self.model, "is_trained", True):
             raise ConvNetVAEError("the model is not trained yet: press Train first")
-        if method not in ("louvain", "leiden"):
-            raise ConvNetVAEError(f"method must be 'louvain' or 'leiden', got {method!r}")
-        adata = self.adata
-        z = np.asarray(self.model.get_latent_representation(), dtype=np.float32)
-        adata.obsm[LATENT_KEY] = z
-        k = int(min(n_neighbors, adata.n_obs - 1))
-        graph = fuzzy_connectivities(knn(z, k=k, seed=seed))
-        labels, _q = (louvain if method == "louvain" else leiden)(
-            graph, resolution=float(resolution), n_starts=5, seed=seed)
-        cats = [str(c) for c in range(int(labels.max()) + 1)]
-        adata.obs[CLUSTER_KEY] = pd.Categorical(labels.astype(str), categories=cats)
-        if layout == "umap":
-            import scanpy as sc
-
-            sc.pp.neighbors(adata, use_rep=LATENT_KEY, n_neighbors=min(15, k),
-                            key_added=NEIGHBORS_KEY, random_state=seed)
-            sc.tl.umap(adata, neighbors_key=NEIGHBORS_KEY, key_added=f"{LATENT_KEY}_umap",
-                       random_state=seed)
-            basis = f"{LATENT_KEY}_umap"
-        elif layout == "pca":
-            zc = z - z.mean(axis=0)
-            _u, _s, vt = np.linalg.svd(zc, full_matrices=False)
-            adata.obsm[f"{LATENT_KEY}_pca"] = zc @ vt[:2].T
-            basis = f"{LATENT_KEY}_pca"
-        else:
-            raise ConvNetVAEError(f"layout must be 'umap' or 'pca', got {layout!r}")
-        lines = [f"{len(cats)} clusters ({method}, resolution {resolution:g}) in "
+        res = embed_and_cluster(self.adata, self.model, resolution=resolution, method=method,
+                                n_neighbors=n_neighbors, layout=layout, labels_key=labels_key,
+                                seed=seed)
+        lines = [f"{res.n_clusters} clusters ({method}, resolution {resolution:g}) in "
                  f"<code>obs[{CLUSTER_KEY!r}]</code>; embedding in "
-                 f"<code>obsm[{LATENT_KEY!r}]</code>, layout in <code>obsm[{basis!r}]</code>"]
-        self.cluster_scores: dict[str, float] = {}
+                 f"<code>obsm[{LATENT_KEY!r}]</code>, layout in <code>obsm[{res.basis!r}]</code>"]
+        self.cluster_scores: dict[str, float] = dict(res.scores)
         if labels_key:
-            if labels_key not in adata.obs.columns:
-                raise ConvNetVAEError(f"labels_key {labels_key!r} is not a column of adata.obs")
-            truth = adata.obs[labels_key].astype(str).to_numpy()
-            self.cluster_scores = {"ARI": ari(truth, labels), "NMI": nmi(truth, labels)}
             lines.append(f"against <i>{html.escape(labels_key)}</i>: ARI "
-                         f"<b>{self.cluster_scores['ARI']:.3f}</b>, NMI "
-                         f"<b>{self.cluster_scores['NMI']:.3f}</b>")
+                         f"<b>{res.scores['ARI']:.3f}</b>, NMI <b>{res.scores['NMI']:.3f}</b>")
         for p in self.panels.values():
             p.refresh_choices()
-        self.embedding.refresh(basis=basis, color=CLUSTER_KEY)
+        self.embedding.refresh(basis=res.basis, color=CLUSTER_KEY)
         self.tracks.refresh(group_by=CLUSTER_KEY)
         return w.HTML("<br>".join(lines))

@@ -1,0 +1,204 @@
+"""The architecture registry: every face (API, CLI, widget, R bridge, benchmark) lists and checks
+architectures here.
+
+An architecture *family* is a name syntax plus a builder of the encoder and decoder:
+
+* ``conv-k{K}s{S}``: ConvNet-VAE Group 1, one Conv1d layer of 32 channels, kernel K, stride S
+  (the paper's K11S11, K31S31, K51S51);
+* ``conv-k{K}s{S}x{L}``: L Conv1d layers with 32, 64, 128, ... channels (Group 2 is
+  ``conv-k11s3x1`` .. ``conv-k11s3x3``);
+* ``fc-l{L}``: the FC-VAE product-of-experts baseline with L hidden layers per expert.
+
+Adding an architecture is one module and one registration: write a module with a function
+``build(arch, config, n_extra) -> (encoder, decoder)`` (see :mod:`convnetvae.model.architectures`
+for the contract) and add one :func:`register` call below naming it. The CLI choices, the
+workbench's dropdown, the benchmark's model names and the validation of every face then list and
+accept the new names. This module does not import torch: the command line lists architectures
+without loading it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..errors import ConvNetVAEError
+
+#: the architecture every face uses when none is given
+DEFAULT_ARCHITECTURE = "conv-k31s31"
+
+#: the count likelihoods (implemented in :mod:`.likelihoods`)
+LIKELIHOODS = ("poisson", "nb")
+
+#: the architectures of the paper's Tables 1 and 2
+PAPER_ARCHITECTURES = ("conv-k11s11", "conv-k31s31", "conv-k51s51", "conv-k11s3x1",
+                       "conv-k11s3x2", "conv-k11s3x3", "fc-l1", "fc-l2", "fc-l3")
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A parsed architecture name."""
+
+    name: str
+    kind: str  # the family's prefix: "conv", "fc", ...
+    kernel: int = 0
+    stride: int = 0
+    channels: tuple[int, ...] = field(default_factory=tuple)
+    n_layers: int = 1
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["channels"] = list(self.channels)
+        return d
+
+
+@dataclass(frozen=True)
+class Family:
+    """One registered family of architectures.
+
+    Attributes
+    ----------
+    prefix
+        Names of the family start with ``prefix + "-"``.
+    syntax
+        The name syntax shown in messages and help, e.g. ``"conv-k<K>s<S>[x<L>]"``.
+    parse
+        ``parse(name) -> Architecture`` for a lower-cased name with the family's prefix; raises
+        :class:`ConvNetVAEError` for a malformed name.
+    build
+        ``"module:function"`` of the builder (imported on first use, so listing names never
+        imports torch): ``function(arch, config, n_extra) -> (encoder, decoder)``.
+    presets
+        Names every face lists (CLI help, widget dropdown, benchmark help).
+    summary
+        One line describing the family.
+    bin_order_matters
+        True for models that see bins in genome order (the bin-shuffle control applies).
+    mask_always
+        The encoder always takes the modality mask (a product of experts drops a missing
+        modality's expert), so cells lacking modalities are handled even when training saw none.
+    """
+
+    prefix: str
+    syntax: str
+    parse: Callable[[str], Architecture]
+    build: str
+    presets: tuple[str, ...]
+    summary: str
+    bin_order_matters: bool = True
+    mask_always: bool = False
+
+    def builder(self) -> Callable[..., Any]:
+        """The imported build function."""
+        module, _, func = self.build.partition(":")
+        return getattr(importlib.import_module(module), func)
+
+
+_FAMILIES: dict[str, Family] = {}
+
+
+def register(family: Family) -> Family:
+    """Register an architecture family (its prefix must be new); returns it."""
+    if family.prefix in _FAMILIES:
+        raise ConvNetVAEError(f"an architecture family with prefix {family.prefix!r} is already "
+                              "registered")
+    if not re.fullmatch(r"[a-z][a-z0-9]*", family.prefix):
+        raise ConvNetVAEError(f"architecture prefix {family.prefix!r} must be lower-case letters "
+                              "and digits")
+    _FAMILIES[family.prefix] = family
+    for name in family.presets:
+        parse_architecture(name)  # presets must parse
+    return family
+
+
+def unregister(prefix: str) -> None:
+    """Remove a registered family (for tests and plug-ins)."""
+    _FAMILIES.pop(prefix, None)
+
+
+def families() -> list[Family]:
+    """The registered families, in registration order."""
+    return list(_FAMILIES.values())
+
+
+def preset_names() -> list[str]:
+    """Every family's preset names, the default first: what the faces list."""
+    names = [n for f in _FAMILIES.values() for n in f.presets]
+    if DEFAULT_ARCHITECTURE in names:
+        names.remove(DEFAULT_ARCHITECTURE)
+        names.insert(0, DEFAULT_ARCHITECTURE)
+    return names
+
+
+def syntax_help() -> str:
+    """``"conv-k<K>s<S>[x<L>] (ConvNet-VAE ...), fc-l<L> (...)"`` for messages and help."""
+    return "; ".join(f"{f.syntax} ({f.summary})" for f in _FAMILIES.values())
+
+
+def family_of(name: str) -> Family:
+    """The family of an architecture name (checked)."""
+    return _FAMILIES[parse_architecture(name).kind]
+
+
+def parse_architecture(name: str) -> Architecture:
+    """Parse an architecture name such as ``"conv-k31s31"``, ``"conv-k11s3x2"`` or ``"fc-l1"``."""
+    if not isinstance(name, str):
+        raise ConvNetVAEError(f"architecture must be a string like {DEFAULT_ARCHITECTURE!r}, "
+                              f"got {name!r}")
+    key = name.strip().lower()
+    prefix = key.split("-", 1)[0]
+    fam = _FAMILIES.get(prefix)
+    if fam is None or "-" not in key:
+        raise ConvNetVAEError(
+            f"unknown architecture {name!r}: use {syntax_help()}; e.g. "
+            f"{', '.join(preset_names())}")
+    return fam.parse(key)
+
+
+def check_architecture(name: str) -> str:
+    """The normalised name (lower case) if it parses, else a :class:`ConvNetVAEError`."""
+    return parse_architecture(name).name
+
+
+# ---------------------------------------------------------------------------- built-in families
+_CONV = re.compile(r"^conv-k(\d+)s(\d+)(?:x(\d+))?$")
+_FC = re.compile(r"^fc-l(\d+)$")
+
+
+def _parse_conv(key: str) -> Architecture:
+    m = _CONV.match(key)
+    if not m:
+        raise ConvNetVAEError(f"architecture {key!r}: use conv-k<K>s<S> (e.g. conv-k31s31) or "
+                              "conv-k<K>s<S>x<layers> (e.g. conv-k11s3x2)")
+    k, s, n = int(m.group(1)), int(m.group(2)), int(m.group(3) or 1)
+    if k < 1 or s < 1 or n < 1 or n > 6:
+        raise ConvNetVAEError(f"architecture {key!r}: kernel and stride must be >= 1 and layers 1-6")
+    return Architecture(name=key, kind="conv", kernel=k, stride=s,
+                        channels=tuple(32 * 2 ** i for i in range(n)), n_layers=n)
+
+
+def _parse_fc(key: str) -> Architecture:
+    m = _FC.match(key)
+    if not m:
+        raise ConvNetVAEError(f"architecture {key!r}: use fc-l<layers> (e.g. fc-l1)")
+    n = int(m.group(1))
+    if not 1 <= n <= 6:
+        raise ConvNetVAEError(f"architecture {key!r}: FC-VAE layers must be 1-6")
+    return Architecture(name=key, kind="fc", n_layers=n)
+
+
+register(Family(
+    prefix="conv", syntax="conv-k<K>s<S>[x<L>]", parse=_parse_conv,
+    build="convnetvae.model.architectures:build_conv",
+    presets=("conv-k31s31", "conv-k51s51", "conv-k11s11", "conv-k11s3x1", "conv-k11s3x2",
+             "conv-k11s3x3"),
+    summary="ConvNet-VAE: L conv layers of kernel K, stride S"))
+register(Family(
+    prefix="fc", syntax="fc-l<L>", parse=_parse_fc,
+    build="convnetvae.model.architectures:build_fc",
+    presets=("fc-l1", "fc-l2", "fc-l3"),
+    summary="FC-VAE product-of-experts baseline with L hidden layers",
+    bin_order_matters=False, mask_always=True))
