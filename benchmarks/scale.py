@@ -29,6 +29,21 @@ allocated. In ``paper`` both start from the same weights with the same shuffles 
 both loss curves are written.
 
     .venv/bin/python benchmarks/scale.py --cases paper,all_bins,cells_100k,cells_1m
+
+**Every architecture against the dense reference** (``--cases architectures``, results in
+``benchmarks/results/scale_architectures.json``): the paper-size data (4,434 cells x 3 x 25,000
+bins, chromosome-aware) for each of ``--architectures`` (default the paper's six ConvNet-VAEs),
+each implementation in its own process, alternating ours / dense (the order flips every
+repetition), ``--reps`` times; medians are reported. Each process trains ``--arch-batches``
+minibatches of 128 random cells twice (two "epochs" of the Trainer, resp. ``train_dense``) and the
+second pass gives seconds per minibatch (wall and this process's CPU time); an epoch is
+extrapolated as s/minibatch x 4,434 / 128. Peak RSS is the process's maximum resident set; the
+dense process holds the whole dense float32 tensor (1.33 GB), as the reference code does. Then both
+embed ``--embed-cells`` cells (encoder only, eval mode, no gradient, minibatches of 512: ours is
+``VAE.encode`` over the loader's densified minibatches, as ``get_latent_representation``; dense is
+its encoder over rows of the dense tensor), best of 3, in cells per second.
+
+    .venv/bin/python benchmarks/scale.py --cases architectures --threads 1 --reps 3
 """
 
 from __future__ import annotations
@@ -52,6 +67,9 @@ sys.path.insert(0, str(REPO / "python"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 MODALITIES = ("ATAC", "H3K27ac", "H3K27me3")
+#: the paper's ConvNet-VAEs: Group 1 (one layer, K = S) and Group 2 (K = 11, S = 3, 1-3 layers)
+ARCHITECTURES = ("conv-k11s11", "conv-k31s31", "conv-k51s51", "conv-k11s3x1", "conv-k11s3x2",
+                 "conv-k11s3x3")
 CASES = {
     "paper": dict(n_cells=4_434, n_bins=25_000, storage="memory"),
     "all_bins": dict(n_cells=4_434, n_bins=245_220, storage="memory"),
@@ -301,6 +319,144 @@ def run_case(name: str, args: argparse.Namespace) -> dict:
     return rec
 
 
+# ---------------------------------------------------------------------- every architecture
+def run_architecture(arch: str, impl: str, args: argparse.Namespace) -> dict:
+    """One implementation (``ours`` or ``dense``) of one architecture at the paper's size, in
+    this process: bounded training (two passes of ``args.arch_batches`` minibatches), peak RSS,
+    embedding throughput."""
+    import gc
+
+    import torch
+
+    from convnetvae.data.loader import InMemorySource, MinibatchLoader
+    from convnetvae.model.vae import VAE, ModuleConfig
+    from convnetvae.train import TrainConfig, Trainer
+    from dense_reference import DenseConvVAE, dense_from_sparse, embed_dense, train_dense
+
+    torch.set_num_threads(args.threads)
+    spec = CASES["paper"]
+    n, g, B, nb = spec["n_cells"], spec["n_bins"], args.batch_size, args.arch_batches
+    mats = random_counts(n, g, args.nnz, args.seed)
+    rng = np.random.default_rng(args.seed)
+    codes = rng.integers(0, 2, n)
+    train_idx = np.sort(rng.choice(n, nb * B, replace=False))
+    embed_rows = np.arange(min(args.embed_cells, n))
+    rec: dict = {"architecture": arch, "implementation": impl, "n_cells": n, "n_bins": g,
+                 "n_modalities": len(MODALITIES), "batch_size": B, "threads": args.threads,
+                 "minibatches_per_pass": nb}
+    torch.manual_seed(args.seed)
+    if impl == "ours":
+        source = InMemorySource(mats)
+        vae = VAE(ModuleConfig(n_modalities=len(MODALITIES), chrom_lengths=chrom_lengths(g),
+                               n_batches=2, architecture=arch, chrom_aware=True))
+        cfg = TrainConfig(max_epochs=2, batch_size=B, validation_size=0.0,
+                          early_stopping=False, progress=False, seed=args.seed)
+        marks = [(time.perf_counter(), time.process_time())]
+        trainer = Trainer(vae, source, codes, None, cfg,
+                          callback=lambda e, r: marks.append((time.perf_counter(),
+                                                              time.process_time())),
+                          train_indices=train_idx, validation_indices=np.zeros(0, np.int64))
+        marks[0] = (time.perf_counter(), time.process_time())
+        hist = trainer.fit()
+        wall = marks[2][0] - marks[1][0]
+        cpu = marks[2][1] - marks[1][1]
+        rec["chrom_aware"] = True
+        rec["loss"] = [h["train_loss"] for h in hist]
+        rec["parameters"] = int(sum(p.numel() for p in vae.parameters()))
+        loader = MinibatchLoader(source, codes, None, embed_rows, batch_size=512, shuffle=False)
+        vae.eval()
+
+        def embed() -> None:
+            with torch.no_grad():
+                for mb in loader:
+                    vae.encode(mb.x, mb.batch, mb.mask)
+    else:
+        data = dense_from_sparse(mats)
+        del mats
+        gc.collect()
+        dense = DenseConvVAE(len(MODALITIES), g, 2, arch)
+        hist = train_dense(dense, data, codes, train_idx, 2, B, seed=args.seed)
+        wall, cpu = hist[1]["seconds"], hist[1]["cpu_seconds"]
+        rec["chrom_aware"] = False
+        rec["loss"] = [h["train_loss"] for h in hist]
+        rec["parameters"] = int(sum(p.numel() for p in dense.parameters()))
+
+        def embed() -> None:
+            embed_dense(dense, data, codes, embed_rows, 512)
+    rec["seconds_per_minibatch"] = wall / nb
+    rec["cpu_seconds_per_minibatch"] = cpu / nb
+    rec["seconds_per_epoch"] = wall / nb * n / B
+    rec["cpu_seconds_per_epoch"] = cpu / nb * n / B
+    rec["peak_rss_mb_training"] = peak_rss_mb()
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        embed()
+        times.append(time.perf_counter() - t0)
+    rec["embed_cells_per_second"] = len(embed_rows) / min(times)
+    rec["peak_rss_mb"] = peak_rss_mb()
+    return rec
+
+
+def summarise_architectures(records: list[dict]) -> list[dict]:
+    """Medians per architecture and implementation, and the ratios ours / dense."""
+    rows = []
+    for arch in dict.fromkeys(r["architecture"] for r in records):
+        row: dict = {"architecture": arch}
+        for impl in ("ours", "dense"):
+            rs = [r for r in records if r["architecture"] == arch and r["implementation"] == impl]
+            if not rs:
+                continue
+            for key in ("seconds_per_epoch", "cpu_seconds_per_epoch", "peak_rss_mb",
+                        "peak_rss_mb_training", "embed_cells_per_second"):
+                row[f"{impl}_{key}"] = float(np.median([r[key] for r in rs]))
+            row[f"{impl}_repetitions"] = len(rs)
+        if "ours_seconds_per_epoch" in row and "dense_seconds_per_epoch" in row:
+            row["time_ratio"] = row["ours_seconds_per_epoch"] / row["dense_seconds_per_epoch"]
+            row["cpu_time_ratio"] = (row["ours_cpu_seconds_per_epoch"]
+                                     / row["dense_cpu_seconds_per_epoch"])
+            row["rss_ratio"] = row["ours_peak_rss_mb"] / row["dense_peak_rss_mb"]
+            row["embed_speedup"] = (row["ours_embed_cells_per_second"]
+                                    / row["dense_embed_cells_per_second"])
+        rows.append(row)
+    return rows
+
+
+def run_architectures(args: argparse.Namespace, passthrough: list[str]) -> dict:
+    """The ``architectures`` case: every (architecture, implementation) in its own process,
+    alternating, ``args.reps`` times."""
+    records, failures = [], []
+    env = dict(os.environ, OMP_WAIT_POLICY=args.omp_wait_policy, THP_MEM_ALLOC_ENABLE="1")
+    for rep in range(args.reps):
+        for arch in [a for a in args.architectures.split(",") if a]:
+            order = ("ours", "dense") if rep % 2 == 0 else ("dense", "ours")
+            for impl in order:
+                t0 = time.perf_counter()
+                proc = subprocess.run([sys.executable, __file__, *passthrough, "--one",
+                                       f"arch:{arch}:{impl}"], capture_output=True, text=True,
+                                      env=env)
+                line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+                if proc.returncode != 0 or not line:
+                    failures.append({"architecture": arch, "implementation": impl,
+                                     "error": proc.stderr[-3000:]})
+                    print(f"{arch} {impl}: FAILED\n{proc.stderr[-3000:]}", flush=True)
+                    continue
+                rec = json.loads(line[-1][7:])
+                rec["repetition"] = rep
+                rec["wall_seconds_process"] = time.perf_counter() - t0
+                records.append(rec)
+                print(json.dumps({k: rec[k] for k in (
+                    "architecture", "implementation", "repetition", "seconds_per_epoch",
+                    "cpu_seconds_per_epoch", "peak_rss_mb", "embed_cells_per_second")}),
+                    flush=True)
+    return {"case": "architectures", "records": records, "failures": failures,
+            "summary": summarise_architectures(records),
+            "timing": (f"bounded: {args.arch_batches} minibatches of {args.batch_size} random "
+                       f"cells per pass, 2 passes, the second timed; epoch extrapolated as "
+                       f"s/minibatch x 4434 / {args.batch_size}; medians over repetitions"),
+            "omp_wait_policy": args.omp_wait_policy, "threads": args.threads}
+
+
 # ---------------------------------------------------------------------- profile
 def profile_epoch(args: argparse.Namespace) -> dict:
     """Where one epoch of the paper-size case goes: loader / forward / backward / optimiser
@@ -378,10 +534,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "scale.json"))
     p.add_argument("--omp-wait-policy", default="PASSIVE", choices=["PASSIVE", "ACTIVE"],
                    help="OpenMP wait policy of the case processes (see docs/performance.md)")
+    p.add_argument("--architectures", default=",".join(ARCHITECTURES),
+                   help="architectures of the 'architectures' case")
+    p.add_argument("--arch-batches", type=int, default=4,
+                   help="minibatches per pass in the 'architectures' case")
+    p.add_argument("--reps", type=int, default=3, help="repetitions of the 'architectures' case")
+    p.add_argument("--embed-cells", type=int, default=1024)
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one case
     a = p.parse_args(argv)
     if a.one:
-        rec = profile_epoch(a) if a.one == "profile" else run_case(a.one, a)
+        if a.one.startswith("arch:"):
+            _, arch, impl = a.one.split(":")
+            rec = run_architecture(arch, impl, a)
+        else:
+            rec = profile_epoch(a) if a.one == "profile" else run_case(a.one, a)
         print("RESULT " + json.dumps(rec))
         return 0
     from convnetvae.io_utils import write_json
@@ -389,6 +555,18 @@ def main(argv: list[str] | None = None) -> int:
     Path(a.data_dir).mkdir(parents=True, exist_ok=True)
     records = []
     passthrough = [x for x in (argv if argv is not None else sys.argv[1:])]
+    if a.cases == "architectures":
+        out = {"benchmark": "scale_architectures",
+               "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+               "machine": {"cpus": os.cpu_count(), "note": "2 shared cores, 24 GiB"},
+               "data": "random sparse counts (see benchmarks/scale.py docstring), not simulate()",
+               **run_architectures(a, passthrough)}
+        target = a.out if a.out != p.get_default("out") else str(
+            REPO / "benchmarks" / "results" / "scale_architectures.json")
+        write_json(target, out)
+        for row in out["summary"]:
+            print(json.dumps(row), flush=True)
+        return 0
     for name in [c for c in a.cases.split(",") if c]:
         if name not in CASES and name != "profile":
             raise SystemExit(f"unknown case {name!r}; choose from {sorted(CASES)}")
