@@ -253,3 +253,42 @@ def test_encoder_modules_keep_their_state_dict_keys():
     assert convnet.ConvEncoder.__init__.__code__.co_varnames[:12] == (
         "self", "n_modalities", "chrom_lengths", "kernel", "stride", "channels", "n_batches",
         "n_extra", "n_hidden", "n_latent", "dropout", "chrom_aware")
+
+
+@pytest.mark.parametrize("aware", [True, False])
+@pytest.mark.parametrize("k,s,layers", GEOMETRIES)
+def test_inference_path_equals_the_training_path_in_eval_mode(k, s, layers, aware, monkeypatch):
+    """Embeddings (eval, no gradient: BatchNorm folded into the convolutions, chunks of cells)
+    equal the eval-mode forward that training uses."""
+    monkeypatch.setattr(convnet, "INFERENCE_CHUNK", 4)  # several chunks, a ragged last one
+    torch.manual_seed(0)
+    channels = [4 * 2 ** i for i in range(layers)]
+    enc = ConvEncoder(2, LENGTHS, k, s, channels, n_batches=2, n_extra=2, n_hidden=8,
+                      n_latent=3, chrom_aware=aware).double().eval()
+    for m in enc.modules():
+        if isinstance(m, torch.nn.BatchNorm1d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.3, 0.3)
+    x = torch.log1p(torch.poisson(torch.full((10, 2, sum(LENGTHS)), 0.7))).double()
+    b = F.one_hot(torch.arange(10) % 2, 2).double()
+    extra = torch.ones(10, 2, dtype=torch.float64)
+    want = enc(x, b, extra)  # gradients enabled: the training path
+    with torch.no_grad():
+        assert enc._inference_ready(x)
+        got = enc(x, b, extra)
+    for a, w in zip(got, want):
+        torch.testing.assert_close(a, w.detach(), rtol=1e-10, atol=1e-10)
+
+
+def test_runs_compose():
+    rng = np.random.default_rng(0)
+    for k, s, layers, aware in [(11, 3, 2, True), (31, 31, 1, True), (11, 3, 3, False)]:
+        lays = list(_maps(k, s, layers, aware))
+        for lay, nxt in zip(lays, lays[1:]):
+            in_e, out_e = lay.encoder_maps()
+            crop = Runs.from_gather(out_e, (len(in_e) - k) // s + 1)
+            place = Runs.from_gather(nxt.encoder_maps()[0], nxt.n_in)
+            x = torch.as_tensor(rng.normal(size=(2, 3, crop.n_src)))
+            assert torch.equal(crop.then(place).apply(x), place.apply(crop.apply(x)))

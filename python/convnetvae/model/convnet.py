@@ -20,7 +20,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from .layout import (ConvLayout, Runs, copy_runs, relu_dropout_flatten, relu_dropout_place,
-                     segment_lengths, upsample_conv_as_transposed_weight)
+                     relu_runs, segment_lengths, upsample_conv_as_transposed_weight)
 from .window import use_windows, window_conv1d, window_conv_transpose1d
 
 
@@ -124,6 +124,17 @@ def _bn_relu_dropout(block: _Block, h: torch.Tensor, place: Runs | None = None,
     return relu_dropout_place(y, keep, place)
 
 
+#: cells per pass of the inference path (memory stays bounded whatever the minibatch)
+INFERENCE_CHUNK = 128
+
+
+def _folded(conv: nn.Conv1d, bn: nn.BatchNorm1d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of ``bn(conv(x))`` in eval mode as one convolution."""
+    a = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    c = bn.bias - bn.running_mean * a
+    return conv.weight * a.view(-1, 1, 1), conv.bias * a + c
+
+
 def _layouts(chrom_lengths: Sequence[int], chrom_aware: bool, kernel: int, stride: int,
              n_layers: int) -> list[ConvLayout]:
     lengths = segment_lengths(list(chrom_lengths), chrom_aware)
@@ -199,6 +210,40 @@ class ConvEncoder(nn.Module):
                     _bn_relu_dropout(post, h)
         return h
 
+    def _inference_ready(self, h: torch.Tensor) -> bool:
+        return (not self.training and not torch.is_grad_enabled()
+                and h.dtype in (torch.float32, torch.float64)
+                and all(p[0].running_mean is not None for p in self.post))
+
+    @torch.no_grad()
+    def _stack_inference(self, h: torch.Tensor, tails: Sequence[torch.Tensor]) -> torch.Tensor:
+        """``_stack`` in eval mode without gradients: each BatchNorm folded into its convolution,
+        a layer's crop, ReLU and the next layer's placement in one pass (:meth:`Runs.then`),
+        the features written into the FC input, ``INFERENCE_CHUNK`` cells at a time."""
+        n = len(self.convs)
+        folded = [_folded(conv, post[0]) for conv, post in zip(self.convs, self.post)]
+        moves = [self.crop_runs[i].then(self.place_runs[i + 1]) for i in range(n - 1)]
+        c, length = self.convs[-1].out_channels, self.layouts[-1].n_out
+        widths = [t.shape[1] for t in tails]
+        out = h.new_empty(h.shape[0], self.n_flat + sum(widths))
+        for r0 in range(0, h.shape[0], INFERENCE_CHUNK):
+            r1 = min(r0 + INFERENCE_CHUNK, h.shape[0])
+            x = self.place_runs[0].apply(h[r0:r1])
+            for i, (conv, (w, b)) in enumerate(zip(self.convs, folded)):
+                k, s = conv.kernel_size[0], conv.stride[0]
+                y = window_conv1d(x, w, b, s) if use_windows(k, s) else \
+                    F.conv1d(x, w, b, stride=s)
+                if i + 1 < n:
+                    x = relu_runs(y, moves[i])
+                else:
+                    relu_runs(y, self.crop_runs[i],
+                              out=out[r0:r1, :self.n_flat].unflatten(1, (c, length)))
+        at = self.n_flat
+        for t, wd in zip(tails, widths):
+            out[:, at:at + wd].copy_(t)
+            at += wd
+        return out
+
     def conv_features(self, h: torch.Tensor) -> torch.Tensor:
         """Run the convolution stack on log-counts h (B, M, G); returns (B, C, L)."""
         return self._stack(h, None)
@@ -211,7 +256,9 @@ class ConvEncoder(nn.Module):
         if extra is not None:
             tails.append(extra)
         # the features are written straight into the FC input buffer (no concatenation copy)
-        q = self.fc(self._stack(h, tails))
+        feats = self._stack_inference(h, tails) if self._inference_ready(h) else \
+            self._stack(h, tails)
+        q = self.fc(feats)
         return self.mean(q), self.logvar(q)
 
 

@@ -193,6 +193,17 @@ class Runs:
         """The copy back (source and destination swapped): the backward of this copy."""
         return Runs.build(self.n_dst, self.n_src, tuple((d, s, n) for s, d, n in self.runs))
 
+    def then(self, other: "Runs") -> "Runs":
+        """The copy ``other.apply(self.apply(x))`` as one copy (positions this copy leaves zero
+        stay zero)."""
+        runs = []
+        for s1, d1, n1 in self.runs:
+            for s2, d2, n2 in other.runs:
+                lo, hi = max(d1, s2), min(d1 + n1, s2 + n2)
+                if lo < hi:
+                    runs.append((s1 + lo - d1, d2 + lo - s2, hi - lo))
+        return Runs.build(self.n_src, other.n_dst, tuple(sorted(runs, key=lambda r: r[1])))
+
     def gather_index(self) -> np.ndarray:
         """The equivalent gather index into ``[x, 0]`` (the readable definition)."""
         index = np.full(self.n_dst, self.n_src, dtype=np.int64)
@@ -208,6 +219,17 @@ class Runs:
         for s, d, n in self.runs:
             out[..., d:d + n].copy_(x[..., s:s + n])
         return out
+
+
+def relu_runs(x: torch.Tensor, runs: Runs, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``runs.apply(relu(x))`` in one pass, into ``out`` if given (no autograd: inference)."""
+    if out is None:
+        out = x.new_empty(*x.shape[:-1], runs.n_dst)
+    for a, b in runs.gaps:
+        out[..., a:b].zero_()
+    for s, d, n in runs.runs:
+        torch.clamp(x[..., s:s + n], min=0, out=out[..., d:d + n])
+    return out
 
 
 class _RunCopy(torch.autograd.Function):
