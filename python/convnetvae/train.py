@@ -185,12 +185,14 @@ class Trainer:
         and the gradient norm are finite and NaN otherwise, so one check of the epoch's sums
         catches a non-finite step (see :meth:`_finish_epoch`).
         """
+        # the last step's gradients are freed before the forward pass, not after it: they would
+        # otherwise sit in memory next to this step's activations (the peak)
+        self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
             out = (net or self.module)(mb.x, mb.batch, mb.mask,
                                        log_factorials=mb.log_factorials)
         recon, kl = out["reconstruction"].float(), out["kl"].float()
         loss = (kl_w * kl - recon).mean()
-        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         # the total gradient norm (clipped when grad_clip is set; inf = only measure it)
         gnorm = torch.nn.utils.clip_grad_norm_(self.module.parameters(),
@@ -289,7 +291,8 @@ class Trainer:
                 score = row.get("validation_loss", row["train_loss"])
                 if score < self.best_score - cfg.min_delta:
                     self.best_score, self.best_epoch, self.bad_epochs = score, epoch + 1, 0
-                    self.best_state = copy.deepcopy(self.module.state_dict())
+                    # the snapshot just taken holds these weights: share it (one copy, not two)
+                    self.best_state = good[0]
                 else:
                     self.bad_epochs += 1
                 epoch += 1

@@ -49,7 +49,7 @@ def dropout_keep(shape: Sequence[int], p: float, device: torch.device,
     if device.type != "cpu":
         return torch.empty(shape, dtype=dtype, device=device).bernoulli_(1.0 - p)
     n = int(np.prod(shape))
-    seed = int(torch.randint(0, 2**62, (1,)).item())
+    seed = int(torch.randint(0, 2**62, (1,)).numpy()[0])  # a CPU tensor: no device sync
     words = np.random.PCG64(seed).random_raw((n + 3) // 4)
     keep = words.view(np.uint16)[:n] >= int(round(p * (1 << _KEEP_BITS)))
     out = torch.empty(shape, dtype=dtype)
