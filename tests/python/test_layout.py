@@ -195,6 +195,8 @@ def _compare_modules(fast, ref_fn, inputs, train: bool):
     for (name, ba), (_, bb) in zip(fast.named_buffers(), ref_mod.named_buffers()):
         if ba.is_floating_point():
             torch.testing.assert_close(ba, bb, rtol=1e-10, atol=1e-12, msg=name)
+        else:
+            assert torch.equal(ba, bb), name
 
 
 @pytest.mark.parametrize("train", [True, False])

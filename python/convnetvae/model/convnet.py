@@ -106,19 +106,72 @@ def _batch_norm(h: torch.Tensor, bn: nn.BatchNorm1d, scale: float) -> torch.Tens
                         w, b, use_batch, factor, bn.eps)
 
 
+def _conv(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+    if use_windows(conv.kernel_size[0], conv.stride[0]):  # same result, faster on CPU
+        return window_conv1d(x, conv.weight, conv.bias, conv.stride[0])
+    return conv(x)
+
+
+class _ConvCropBatchNorm(torch.autograd.Function):
+    """``batch_norm(crop(conv1d(x)))`` in training mode that keeps only ``x`` and the batch
+    statistics for the backward: the BatchNorm input is recomputed there from ``x`` (one more
+    forward convolution, bitwise the forward's). Used for the first encoder layer of Group 2,
+    whose convolution is the cheapest (M input channels) and whose BatchNorm input the largest
+    saved tensor of the encoder (137 MB per minibatch of 128 at 25,000 bins). The backward frees
+    each buffer as soon as it is used, so its peak is no higher than without recomputation."""
+
+    @staticmethod
+    def forward(ctx, x, cw, cb, bw, bb, stride: int, crop: Runs,  # type: ignore[override]
+                bn: nn.BatchNorm1d, momentum: float):
+        h = crop.apply(F.conv1d(x, cw, cb, stride=stride))
+        y, mean, invstd = torch.native_batch_norm(h, bw, bb, bn.running_mean, bn.running_var,
+                                                  True, momentum, bn.eps)
+        ctx.save_for_backward(x, cw, cb, bw, mean, invstd)
+        ctx.stride, ctx.crop, ctx.eps = stride, crop, bn.eps
+        return y
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        x, cw, cb, bw, mean, invstd = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        h = ctx.crop.apply(F.conv1d(x, cw, cb, stride=ctx.stride))
+        gh, gbw, gbb = torch.ops.aten.native_batch_norm_backward(
+            g, h, bw, None, None, mean, invstd, True, ctx.eps, [True, need[3], need[4]])
+        del h
+        gconv = ctx.crop.inverse().apply(gh)
+        del gh
+        gx, gcw, gcb = torch.ops.aten.convolution_backward(
+            gconv, x, cw, [cw.shape[0]], [ctx.stride], [0], [1], False, [0], 1,
+            [need[0], need[1], need[2]])
+        return gx, gcw, gcb, gbw, gbb, None, None, None, None
+
+
 def _bn_relu_dropout(block: _Block, h: torch.Tensor, place: Runs | None = None,
-                     tails: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+                     tails: Sequence[torch.Tensor] | None = None,
+                     conv: tuple[nn.Conv1d, Runs] | None = None) -> torch.Tensor:
     """``block(h)`` (BatchNorm, ReLU, Dropout), then the layout copy ``place`` or, with
     ``tails``, flattened and concatenated with the tails.
 
     The dropout scale 1 / (1 - p) is folded into the BatchNorm weights (ReLU commutes with a
     positive scale); ReLU, dropout and the copy are one autograd node
-    (:func:`relu_dropout_place`, :func:`relu_dropout_flatten`).
+    (:func:`relu_dropout_place`, :func:`relu_dropout_flatten`). With ``conv`` = (convolution,
+    crop), ``h`` is the convolution's *input* and the BatchNorm input is recomputed in the
+    backward (:class:`_ConvCropBatchNorm`).
     """
     bn, drop = block[0], block[2]
     p = float(drop.p) if drop.training else 0.0
-    keep = dropout_keep(h.shape, p, h.device, h.dtype)
-    y = _batch_norm(h, bn, 1.0 / (1.0 - p) if keep is not None else 1.0)
+    scale = 1.0 / (1.0 - p) if p > 0.0 else 1.0
+    if conv is not None:
+        c, crop = conv
+        shape = (h.shape[0], c.out_channels, crop.n_dst)
+        keep = dropout_keep(shape, p, h.device, h.dtype)
+        bn.num_batches_tracked.add_(1)
+        momentum = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+        y = _ConvCropBatchNorm.apply(h, c.weight, c.bias, bn.weight * scale, bn.bias * scale,
+                                     c.stride[0], crop, bn, momentum)
+    else:
+        keep = dropout_keep(h.shape, p, h.device, h.dtype)
+        y = _batch_norm(h, bn, scale)
     if tails is not None:
         return relu_dropout_flatten(y, keep, tails)
     return relu_dropout_place(y, keep, place)
@@ -194,20 +247,26 @@ class ConvEncoder(nn.Module):
         self.mean = nn.Linear(n_hidden, n_latent)
         self.logvar = nn.Linear(n_hidden, n_latent)
 
+    def _recompute_first(self, h: torch.Tensor) -> bool:
+        """Whether the first layer's BatchNorm input is recomputed in the backward (training
+        with gradients and batch statistics, no autocast; ordinary Conv1d layers, i.e. not
+        Group 1, whose first-layer activations are S times smaller)."""
+        bn, conv = self.post[0][0], self.convs[0]
+        return (self.training and torch.is_grad_enabled() and bn.track_running_stats
+                and not use_windows(conv.kernel_size[0], conv.stride[0])
+                and bn.running_mean is not None and bn.affine
+                and not torch.is_autocast_enabled(h.device.type))
+
     def _stack(self, h: torch.Tensor, tails: Sequence[torch.Tensor] | None) -> torch.Tensor:
         n = len(self.convs)
         h = copy_runs(h, self.place_runs[0])
         for i, (conv, post) in enumerate(zip(self.convs, self.post)):
-            if use_windows(conv.kernel_size[0], conv.stride[0]):  # same result, faster on CPU
-                h = window_conv1d(h, conv.weight, conv.bias, conv.stride[0])
-            else:
-                h = conv(h)
-            h = copy_runs(h, self.crop_runs[i])
-            if i + 1 < n:
-                h = _bn_relu_dropout(post, h, self.place_runs[i + 1])
-            else:
-                h = _bn_relu_dropout(post, h, tails=tails) if tails is not None else \
-                    _bn_relu_dropout(post, h)
+            args: dict = {"place": self.place_runs[i + 1]} if i + 1 < n else {"tails": tails}
+            if i == 0 and self._recompute_first(h):
+                h = _bn_relu_dropout(post, h, conv=(conv, self.crop_runs[0]), **args)
+                continue
+            h = copy_runs(_conv(conv, h), self.crop_runs[i])
+            h = _bn_relu_dropout(post, h, **args)
         return h
 
     def _inference_ready(self, h: torch.Tensor) -> bool:
