@@ -485,7 +485,8 @@ def run_architectures(args: argparse.Namespace, passthrough: list[str]) -> dict:
 # ---------------------------------------------------------------------- profile
 def profile_epoch(args: argparse.Namespace) -> dict:
     """Where one epoch of the paper-size case goes: loader / forward / backward / optimiser
-    wall time over a full epoch, and torch.profiler's top operators over a few steps."""
+    wall and CPU time over a full epoch (or ``--profile-batches`` minibatches of it), and
+    torch.profiler's top operators over 3 steps."""
     import torch
     from torch.profiler import profile
 
@@ -505,36 +506,44 @@ def profile_epoch(args: argparse.Namespace) -> dict:
 
     opt = torch.optim.Adam(parameter_groups(vae, 1e-3), lr=1e-3)
     parts = {"loader (densify + copy)": 0.0, "forward": 0.0, "backward": 0.0, "optimizer": 0.0}
+    cpu_parts = dict.fromkeys(parts, 0.0)
 
     def step(rows):
-        t0 = time.perf_counter()
+        marks = [(time.perf_counter(), time.process_time())]
         mb = loader.load(rows)
-        t1 = time.perf_counter()
+        marks.append((time.perf_counter(), time.process_time()))
+        opt.zero_grad(set_to_none=True)
         out = vae(mb.x, mb.batch, mb.mask, log_factorials=mb.log_factorials)  # as the Trainer
         loss = (out["kl"] - out["reconstruction"]).mean()
-        t2 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
+        marks.append((time.perf_counter(), time.process_time()))
         loss.backward()
-        t3 = time.perf_counter()
+        marks.append((time.perf_counter(), time.process_time()))
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 100.0)
         opt.step()
-        t4 = time.perf_counter()
-        return t1 - t0, t2 - t1, t3 - t2, t4 - t3
+        marks.append((time.perf_counter(), time.process_time()))
+        return [(b[0] - a[0], b[1] - a[1]) for a, b in zip(marks, marks[1:])]
 
     batches = loader.batches()
-    t_epoch = time.perf_counter()
+    if args.profile_batches:
+        batches = batches[:args.profile_batches]
+    step(batches[0])  # warm-up (not counted)
+    t_epoch, c_epoch = time.perf_counter(), time.process_time()
     for rows in batches:
-        for k, dt_ in zip(parts, step(rows)):
-            parts[k] += dt_
+        for k, (w, c) in zip(parts, step(rows)):
+            parts[k] += w
+            cpu_parts[k] += c
     t_epoch = time.perf_counter() - t_epoch
+    c_epoch = time.process_time() - c_epoch
     with profile() as prof:
         for rows in batches[:3]:
             step(rows)
     table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
     return {"case": "profile_paper_epoch", "n_cells": n, "n_bins": g,
             "architecture": args.architecture, "threads": args.threads,
-            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "n_minibatches": len(batches),
-            "epoch_seconds": t_epoch, "parts_seconds": parts,
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+            "thp_mem_alloc": os.environ.get("THP_MEM_ALLOC_ENABLE"), "n_minibatches": len(batches),
+            "epoch_seconds": t_epoch, "epoch_cpu_seconds": c_epoch, "parts_seconds": parts,
+            "parts_cpu_seconds": cpu_parts,
             "parts_fraction": {k: v / t_epoch for k, v in parts.items()},
             "top_operators_3_steps": table}
 
@@ -565,6 +574,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="minibatches per pass in the 'architectures' case")
     p.add_argument("--reps", type=int, default=3, help="repetitions of the 'architectures' case")
     p.add_argument("--embed-cells", type=int, default=1024)
+    p.add_argument("--profile-batches", type=int, default=0,
+                   help="minibatches of the profiled epoch (0 = all)")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one case
     a = p.parse_args(argv)
     if a.one:
