@@ -23,12 +23,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from convnetvae.model.architectures import parse_architecture
+from convnetvae.model.convnet import dropout_keep
 from convnetvae.train import parameter_groups
 
 
 class _Block(nn.Sequential):
+    """BatchNorm, ReLU, Dropout; the dropout masks come from convnetvae's mask generator, so
+    both implementations draw the same masks (and the reference gets the faster masks too)."""
+
     def __init__(self, n: int, dropout: float) -> None:
         super().__init__(nn.BatchNorm1d(n), nn.ReLU(), nn.Dropout(dropout))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        h = self[1](self[0](h))
+        p = float(self[2].p) if self.training else 0.0
+        keep = dropout_keep(h.shape, p, h.device, h.dtype)
+        return h if keep is None else h * keep / (1.0 - p)
 
 
 def _lengths(n_bins: int, stride: int, n_layers: int) -> list[int]:
@@ -154,14 +164,15 @@ def train_dense(model: DenseConvVAE, data: torch.Tensor, batch_codes: np.ndarray
                 seed: int = 0, grad_clip: float = 100.0, max_batches: int | None = None
                 ) -> list[dict]:
     """Train like :class:`convnetvae.train.Trainer` (same shuffles and noise); returns per-epoch
-    ``train_loss`` (negative ELBO per cell) and ``seconds``."""
+    ``train_loss`` (negative ELBO per cell), ``seconds`` (wall) and ``cpu_seconds`` (this
+    process's CPU time)."""
     rng = np.random.default_rng(seed + 1)
     torch.manual_seed(seed)
     opt = torch.optim.Adam(parameter_groups(model, lr), lr=lr)  # as the Trainer
     codes = torch.from_numpy(np.asarray(batch_codes, dtype=np.int64))
     hist = []
     for _ in range(epochs):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         model.train()
         order = rng.permutation(train_idx)
         batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
@@ -182,5 +193,22 @@ def train_dense(model: DenseConvVAE, data: torch.Tensor, batch_codes: np.ndarray
             total += float((out["reconstruction"] - out["kl"]).sum().detach())
             n += len(rows)
         hist.append({"train_loss": -total / max(n, 1), "seconds": time.perf_counter() - t0,
-                     "n_batches": len(batches)})
+                     "cpu_seconds": time.process_time() - c0, "n_batches": len(batches)})
     return hist
+
+
+@torch.no_grad()
+def embed_dense(model: DenseConvVAE, data: torch.Tensor, batch_codes: np.ndarray,
+                rows: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """Posterior means of ``rows`` of the dense tensor (the encoder only, eval mode, no
+    gradient): the dense implementation's ``get_latent_representation``."""
+    model.eval()
+    codes = torch.from_numpy(np.asarray(batch_codes, dtype=np.int64))
+    out = []
+    for i in range(0, len(rows), batch_size):
+        r = torch.from_numpy(np.asarray(rows[i:i + batch_size]))
+        x = data[r]
+        b = F.one_hot(codes[r], model.n_batches).float() if model.n_batches > 1 else None
+        mu, _ = model.encoder(torch.log1p(x), b)
+        out.append(mu.numpy())
+    return np.concatenate(out)

@@ -29,6 +29,21 @@ allocated. In ``paper`` both start from the same weights with the same shuffles 
 both loss curves are written.
 
     .venv/bin/python benchmarks/scale.py --cases paper,all_bins,cells_100k,cells_1m
+
+**Every architecture against the dense reference** (``--cases architectures``, results in
+``benchmarks/results/scale_architectures.json``): the paper-size data (4,434 cells x 3 x 25,000
+bins, chromosome-aware) for each of ``--architectures`` (default the paper's six ConvNet-VAEs),
+each implementation in its own process, alternating ours / dense (the order flips every
+repetition), ``--reps`` times; medians are reported. Each process trains ``--arch-batches``
+minibatches of 128 random cells twice (two "epochs" of the Trainer, resp. ``train_dense``) and the
+second pass gives seconds per minibatch (wall and this process's CPU time); an epoch is
+extrapolated as s/minibatch x 4,434 / 128. Peak RSS is the process's maximum resident set; the
+dense process holds the whole dense float32 tensor (1.33 GB), as the reference code does. Then both
+embed ``--embed-cells`` cells (encoder only, eval mode, no gradient, minibatches of 512: ours is
+``VAE.encode`` over the loader's densified minibatches, as ``get_latent_representation``; dense is
+its encoder over rows of the dense tensor), best of 3, in cells per second.
+
+    .venv/bin/python benchmarks/scale.py --cases architectures --threads 1 --reps 3
 """
 
 from __future__ import annotations
@@ -52,6 +67,9 @@ sys.path.insert(0, str(REPO / "python"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 MODALITIES = ("ATAC", "H3K27ac", "H3K27me3")
+#: the paper's ConvNet-VAEs: Group 1 (one layer, K = S) and Group 2 (K = 11, S = 3, 1-3 layers)
+ARCHITECTURES = ("conv-k11s11", "conv-k31s31", "conv-k51s51", "conv-k11s3x1", "conv-k11s3x2",
+                 "conv-k11s3x3")
 CASES = {
     "paper": dict(n_cells=4_434, n_bins=25_000, storage="memory"),
     "all_bins": dict(n_cells=4_434, n_bins=245_220, storage="memory"),
@@ -301,10 +319,174 @@ def run_case(name: str, args: argparse.Namespace) -> dict:
     return rec
 
 
+# ---------------------------------------------------------------------- every architecture
+def run_architecture(arch: str, impl: str, args: argparse.Namespace) -> dict:
+    """One implementation (``ours`` or ``dense``) of one architecture at the paper's size, in
+    this process: bounded training (two passes of ``args.arch_batches`` minibatches), peak RSS,
+    embedding throughput.
+
+    Ours trains through :class:`convnetvae.train.Trainer`; the second pass's minibatch loop
+    (densify + step) is timed, and the Trainer's once-per-epoch bookkeeping (copies of the last
+    good state and of the best weights) is timed once and added to the extrapolated epoch.
+    """
+    import copy
+    import gc
+
+    import torch
+
+    from convnetvae.data.loader import InMemorySource, MinibatchLoader
+    from convnetvae.model.vae import VAE, ModuleConfig
+    from convnetvae.train import TrainConfig, Trainer
+    from dense_reference import DenseConvVAE, dense_from_sparse, embed_dense, train_dense
+
+    torch.set_num_threads(args.threads)
+    spec = CASES["paper"]
+    n, g, B, nb = spec["n_cells"], spec["n_bins"], args.batch_size, args.arch_batches
+    mats = random_counts(n, g, args.nnz, args.seed)
+    rng = np.random.default_rng(args.seed)
+    codes = rng.integers(0, 2, n)
+    train_idx = np.sort(rng.choice(n, nb * B, replace=False))
+    embed_rows = np.arange(min(args.embed_cells, n))
+    rec: dict = {"architecture": arch, "implementation": impl, "n_cells": n, "n_bins": g,
+                 "n_modalities": len(MODALITIES), "batch_size": B, "threads": args.threads,
+                 "minibatches_per_pass": nb}
+    torch.manual_seed(args.seed)
+    if impl == "ours":
+        source = InMemorySource(mats)
+        vae = VAE(ModuleConfig(n_modalities=len(MODALITIES), chrom_lengths=chrom_lengths(g),
+                               n_batches=2, architecture=arch, chrom_aware=True))
+        cfg = TrainConfig(max_epochs=2, batch_size=B, validation_size=0.0,
+                          early_stopping=False, progress=False, seed=args.seed)
+        timed = {"on": False, "wall": 0.0, "cpu": 0.0}
+        trainer = Trainer(vae, source, codes, None, cfg,
+                          callback=lambda e, r: timed.update(on=True),  # time the 2nd pass
+                          train_indices=train_idx, validation_indices=np.zeros(0, np.int64))
+
+        def clock(f):
+            def wrapped(*a, **k):
+                t0, c0 = time.perf_counter(), time.process_time()
+                out = f(*a, **k)
+                if timed["on"]:
+                    timed["wall"] += time.perf_counter() - t0
+                    timed["cpu"] += time.process_time() - c0
+                return out
+            return wrapped
+
+        # the minibatch loop of an epoch: densify (loader) + step (forward, backward, Adam)
+        trainer._step = clock(trainer._step)
+        trainer.train_loader.load = clock(trainer.train_loader.load)
+        hist = trainer.fit()
+        wall, cpu = timed["wall"], timed["cpu"]
+        # once per epoch the Trainer keeps the last good state (weights + Adam) and the best
+        # weights: timed once here and added to the epoch, not per minibatch
+        t0, c0 = time.perf_counter(), time.process_time()
+        trainer._snapshot()
+        copy.deepcopy(vae.state_dict())
+        rec["epoch_bookkeeping_seconds"] = time.perf_counter() - t0
+        rec["epoch_bookkeeping_cpu_seconds"] = time.process_time() - c0
+        rec["chrom_aware"] = True
+        rec["loss"] = [h["train_loss"] for h in hist]
+        rec["parameters"] = int(sum(p.numel() for p in vae.parameters()))
+        loader = MinibatchLoader(source, codes, None, embed_rows, batch_size=512, shuffle=False)
+        vae.eval()
+
+        def embed() -> None:
+            with torch.no_grad():
+                for mb in loader:
+                    vae.encode(mb.x, mb.batch, mb.mask)
+    else:
+        data = dense_from_sparse(mats)
+        del mats
+        gc.collect()
+        dense = DenseConvVAE(len(MODALITIES), g, 2, arch)
+        hist = train_dense(dense, data, codes, train_idx, 2, B, seed=args.seed)
+        wall, cpu = hist[1]["seconds"], hist[1]["cpu_seconds"]
+        rec["chrom_aware"] = False
+        rec["loss"] = [h["train_loss"] for h in hist]
+        rec["parameters"] = int(sum(p.numel() for p in dense.parameters()))
+
+        def embed() -> None:
+            embed_dense(dense, data, codes, embed_rows, 512)
+    rec["seconds_per_minibatch"] = wall / nb
+    rec["cpu_seconds_per_minibatch"] = cpu / nb
+    rec["seconds_per_epoch"] = wall / nb * n / B + rec.get("epoch_bookkeeping_seconds", 0.0)
+    rec["cpu_seconds_per_epoch"] = (cpu / nb * n / B
+                                    + rec.get("epoch_bookkeeping_cpu_seconds", 0.0))
+    rec["peak_rss_mb_training"] = peak_rss_mb()
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        embed()
+        times.append(time.perf_counter() - t0)
+    rec["embed_cells_per_second"] = len(embed_rows) / min(times)
+    rec["peak_rss_mb"] = peak_rss_mb()
+    return rec
+
+
+def summarise_architectures(records: list[dict]) -> list[dict]:
+    """Medians per architecture and implementation, and the ratios ours / dense."""
+    rows = []
+    for arch in dict.fromkeys(r["architecture"] for r in records):
+        row: dict = {"architecture": arch}
+        for impl in ("ours", "dense"):
+            rs = [r for r in records if r["architecture"] == arch and r["implementation"] == impl]
+            if not rs:
+                continue
+            for key in ("seconds_per_epoch", "cpu_seconds_per_epoch", "peak_rss_mb",
+                        "peak_rss_mb_training", "embed_cells_per_second"):
+                row[f"{impl}_{key}"] = float(np.median([r[key] for r in rs]))
+            row[f"{impl}_repetitions"] = len(rs)
+        if "ours_seconds_per_epoch" in row and "dense_seconds_per_epoch" in row:
+            row["time_ratio"] = row["ours_seconds_per_epoch"] / row["dense_seconds_per_epoch"]
+            row["cpu_time_ratio"] = (row["ours_cpu_seconds_per_epoch"]
+                                     / row["dense_cpu_seconds_per_epoch"])
+            row["rss_ratio"] = row["ours_peak_rss_mb"] / row["dense_peak_rss_mb"]
+            row["embed_speedup"] = (row["ours_embed_cells_per_second"]
+                                    / row["dense_embed_cells_per_second"])
+        rows.append(row)
+    return rows
+
+
+def run_architectures(args: argparse.Namespace, passthrough: list[str]) -> dict:
+    """The ``architectures`` case: every (architecture, implementation) in its own process,
+    alternating, ``args.reps`` times."""
+    records, failures = [], []
+    env = dict(os.environ, OMP_WAIT_POLICY=args.omp_wait_policy, THP_MEM_ALLOC_ENABLE="1")
+    for rep in range(args.reps):
+        for arch in [a for a in args.architectures.split(",") if a]:
+            order = ("ours", "dense") if rep % 2 == 0 else ("dense", "ours")
+            for impl in order:
+                t0 = time.perf_counter()
+                proc = subprocess.run([sys.executable, __file__, *passthrough, "--one",
+                                       f"arch:{arch}:{impl}"], capture_output=True, text=True,
+                                      env=env)
+                line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+                if proc.returncode != 0 or not line:
+                    failures.append({"architecture": arch, "implementation": impl,
+                                     "error": proc.stderr[-3000:]})
+                    print(f"{arch} {impl}: FAILED\n{proc.stderr[-3000:]}", flush=True)
+                    continue
+                rec = json.loads(line[-1][7:])
+                rec["repetition"] = rep
+                rec["wall_seconds_process"] = time.perf_counter() - t0
+                records.append(rec)
+                print(json.dumps({k: rec[k] for k in (
+                    "architecture", "implementation", "repetition", "seconds_per_epoch",
+                    "cpu_seconds_per_epoch", "peak_rss_mb", "embed_cells_per_second")}),
+                    flush=True)
+    return {"case": "architectures", "records": records, "failures": failures,
+            "summary": summarise_architectures(records),
+            "timing": (f"bounded: {args.arch_batches} minibatches of {args.batch_size} random "
+                       f"cells per pass, 2 passes, the second timed; epoch extrapolated as "
+                       f"s/minibatch x 4434 / {args.batch_size}; medians over repetitions"),
+            "omp_wait_policy": args.omp_wait_policy, "threads": args.threads}
+
+
 # ---------------------------------------------------------------------- profile
 def profile_epoch(args: argparse.Namespace) -> dict:
     """Where one epoch of the paper-size case goes: loader / forward / backward / optimiser
-    wall time over a full epoch, and torch.profiler's top operators over a few steps."""
+    wall and CPU time over a full epoch (or ``--profile-batches`` minibatches of it), and
+    torch.profiler's top operators over 3 steps."""
     import torch
     from torch.profiler import profile
 
@@ -324,36 +506,44 @@ def profile_epoch(args: argparse.Namespace) -> dict:
 
     opt = torch.optim.Adam(parameter_groups(vae, 1e-3), lr=1e-3)
     parts = {"loader (densify + copy)": 0.0, "forward": 0.0, "backward": 0.0, "optimizer": 0.0}
+    cpu_parts = dict.fromkeys(parts, 0.0)
 
     def step(rows):
-        t0 = time.perf_counter()
+        marks = [(time.perf_counter(), time.process_time())]
         mb = loader.load(rows)
-        t1 = time.perf_counter()
+        marks.append((time.perf_counter(), time.process_time()))
+        opt.zero_grad(set_to_none=True)
         out = vae(mb.x, mb.batch, mb.mask, log_factorials=mb.log_factorials)  # as the Trainer
         loss = (out["kl"] - out["reconstruction"]).mean()
-        t2 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
+        marks.append((time.perf_counter(), time.process_time()))
         loss.backward()
-        t3 = time.perf_counter()
+        marks.append((time.perf_counter(), time.process_time()))
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 100.0)
         opt.step()
-        t4 = time.perf_counter()
-        return t1 - t0, t2 - t1, t3 - t2, t4 - t3
+        marks.append((time.perf_counter(), time.process_time()))
+        return [(b[0] - a[0], b[1] - a[1]) for a, b in zip(marks, marks[1:])]
 
     batches = loader.batches()
-    t_epoch = time.perf_counter()
+    if args.profile_batches:
+        batches = batches[:args.profile_batches]
+    step(batches[0])  # warm-up (not counted)
+    t_epoch, c_epoch = time.perf_counter(), time.process_time()
     for rows in batches:
-        for k, dt_ in zip(parts, step(rows)):
-            parts[k] += dt_
+        for k, (w, c) in zip(parts, step(rows)):
+            parts[k] += w
+            cpu_parts[k] += c
     t_epoch = time.perf_counter() - t_epoch
+    c_epoch = time.process_time() - c_epoch
     with profile() as prof:
         for rows in batches[:3]:
             step(rows)
     table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
     return {"case": "profile_paper_epoch", "n_cells": n, "n_bins": g,
             "architecture": args.architecture, "threads": args.threads,
-            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "n_minibatches": len(batches),
-            "epoch_seconds": t_epoch, "parts_seconds": parts,
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+            "thp_mem_alloc": os.environ.get("THP_MEM_ALLOC_ENABLE"), "n_minibatches": len(batches),
+            "epoch_seconds": t_epoch, "epoch_cpu_seconds": c_epoch, "parts_seconds": parts,
+            "parts_cpu_seconds": cpu_parts,
             "parts_fraction": {k: v / t_epoch for k, v in parts.items()},
             "top_operators_3_steps": table}
 
@@ -378,10 +568,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "scale.json"))
     p.add_argument("--omp-wait-policy", default="PASSIVE", choices=["PASSIVE", "ACTIVE"],
                    help="OpenMP wait policy of the case processes (see docs/performance.md)")
+    p.add_argument("--architectures", default=",".join(ARCHITECTURES),
+                   help="architectures of the 'architectures' case")
+    p.add_argument("--arch-batches", type=int, default=4,
+                   help="minibatches per pass in the 'architectures' case")
+    p.add_argument("--reps", type=int, default=3, help="repetitions of the 'architectures' case")
+    p.add_argument("--embed-cells", type=int, default=1024)
+    p.add_argument("--profile-batches", type=int, default=0,
+                   help="minibatches of the profiled epoch (0 = all)")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one case
     a = p.parse_args(argv)
     if a.one:
-        rec = profile_epoch(a) if a.one == "profile" else run_case(a.one, a)
+        if a.one.startswith("arch:"):
+            _, arch, impl = a.one.split(":")
+            rec = run_architecture(arch, impl, a)
+        else:
+            rec = profile_epoch(a) if a.one == "profile" else run_case(a.one, a)
         print("RESULT " + json.dumps(rec))
         return 0
     from convnetvae.io_utils import write_json
@@ -389,6 +591,18 @@ def main(argv: list[str] | None = None) -> int:
     Path(a.data_dir).mkdir(parents=True, exist_ok=True)
     records = []
     passthrough = [x for x in (argv if argv is not None else sys.argv[1:])]
+    if a.cases == "architectures":
+        out = {"benchmark": "scale_architectures",
+               "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+               "machine": {"cpus": os.cpu_count(), "note": "2 shared cores, 24 GiB"},
+               "data": "random sparse counts (see benchmarks/scale.py docstring), not simulate()",
+               **run_architectures(a, passthrough)}
+        target = a.out if a.out != p.get_default("out") else str(
+            REPO / "benchmarks" / "results" / "scale_architectures.json")
+        write_json(target, out)
+        for row in out["summary"]:
+            print(json.dumps(row), flush=True)
+        return 0
     for name in [c for c in a.cases.split(",") if c]:
         if name not in CASES and name != "profile":
             raise SystemExit(f"unknown case {name!r}; choose from {sorted(CASES)}")

@@ -12,6 +12,11 @@ from importlib.metadata import PackageNotFoundError, version
 # passively unless the user chose otherwise. Takes effect when convnetvae is imported before
 # torch.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Large tensors on 2 MB transparent huge pages: torch frees every activation after use and the
+# next step's fresh allocation is page-faulted 4 kB at a time; with huge pages a training step
+# took 2/3 of the CPU time (conv-k11s3x2, docs/performance.md). torch reads this at its first
+# large allocation; a no-op where the kernel has no transparent huge pages.
+_os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 from .data import simulate  # noqa: E402
 from .errors import ConvNetVAEError  # noqa: E402

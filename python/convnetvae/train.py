@@ -13,7 +13,9 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import socket
+import tempfile
 import threading
 import time
 import warnings
@@ -38,6 +40,11 @@ CHECKPOINT_FORMAT = 1
 
 #: the training settings (defined once in :mod:`convnetvae.settings`); ``seed=None`` means 0 here
 TrainConfig = TrainSettings
+
+#: on CPU, an optimiser state at least this large is kept in a temporary file between epochs (the
+#: snapshot for retrying a non-finite epoch) instead of as a second copy in memory: Adam's moments
+#: are twice the parameters (conv-k11s3x1: 0.34 GB of a 2.2 GB peak; about 1 s per GB per epoch)
+SPILL_OPTIMIZER_BYTES = 64 * 2**20
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -186,9 +193,23 @@ class Trainer:
         return {"validation_elbo": s[0] / n, "validation_reconstruction": s[1] / n,
                 "validation_kl": s[2] / n, "validation_loss": -s[0] / n}
 
-    def _snapshot(self) -> tuple[dict, dict]:
-        return (copy.deepcopy(self.module.state_dict()),
-                copy.deepcopy(self.optimizer.state_dict()))
+    def _snapshot(self) -> tuple[dict, dict | str]:
+        """The last good weights and optimiser state (the optimiser's in a file when large on
+        CPU, see ``SPILL_OPTIMIZER_BYTES``)."""
+        state = self.optimizer.state_dict()
+        size = sum(t.numel() * t.element_size() for per in state["state"].values()
+                   for t in per.values() if torch.is_tensor(t))
+        if self.device.type == "cpu" and size >= SPILL_OPTIMIZER_BYTES:
+            if getattr(self, "_spill_dir", None) is None:
+                self._spill_dir = tempfile.mkdtemp(prefix="convnetvae-snapshot-")
+            path = os.path.join(self._spill_dir, "optimizer.pt")
+            with atomic_path(path) as tmp:
+                torch.save(state, tmp)
+            return copy.deepcopy(self.module.state_dict()), path
+        return copy.deepcopy(self.module.state_dict()), copy.deepcopy(state)
+
+    def _restore_optimizer(self, saved: dict | str) -> None:
+        self.optimizer.load_state_dict(torch.load(saved) if isinstance(saved, str) else saved)
 
     def _autocast(self) -> Any:
         """bfloat16 autocast when ``mixed_precision`` is on (CUDA, or CPU for testing)."""
@@ -209,12 +230,14 @@ class Trainer:
         and the gradient norm are finite and NaN otherwise, so one check of the epoch's sums
         catches a non-finite step (see :meth:`_finish_epoch`).
         """
+        # the last step's gradients are freed before the forward pass, not after it: they would
+        # otherwise sit in memory next to this step's activations (the peak)
+        self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
             out = (net or self.module)(mb.x, mb.batch, mb.mask,
                                        log_factorials=mb.log_factorials)
         recon, kl = out["reconstruction"].float(), out["kl"].float()
         loss = (kl_w * kl - recon).mean()
-        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         # the total gradient norm (clipped when grad_clip is set; inf = only measure it)
         gnorm = torch.nn.utils.clip_grad_norm_(self.module.parameters(),
@@ -269,6 +292,9 @@ class Trainer:
                 return self._fit()
         finally:
             self.net = self.module
+            if getattr(self, "_spill_dir", None) is not None:
+                shutil.rmtree(self._spill_dir, ignore_errors=True)
+                self._spill_dir = None
 
     def _fit(self) -> list[dict]:
         cfg = self.config
@@ -302,7 +328,7 @@ class Trainer:
                         err_out.history = list(self.history)  # the epochs that did finish
                         raise err_out from None
                     self.module.load_state_dict(good[0])
-                    self.optimizer.load_state_dict(good[1])
+                    self._restore_optimizer(good[1])
                     self.lr_scale *= 0.1
                     self.lr_lowered = True
                     continue  # retry this epoch with the lower learning rate
@@ -319,7 +345,8 @@ class Trainer:
                 if score < self.best_score - cfg.min_delta:
                     self.best_score, self.best_epoch, self.bad_epochs = score, epoch + 1, 0
                     if self.early_stopping:  # only early stopping goes back to the best weights
-                        self.best_state = copy.deepcopy(self.module.state_dict())
+                        # the snapshot just taken holds these weights: share it (one copy, not two)
+                        self.best_state = good[0]
                 else:
                     self.bad_epochs += 1
                 epoch += 1

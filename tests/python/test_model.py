@@ -207,25 +207,3 @@ def test_loader_log_factorials_equal_dense_lgamma(likelihood):
     b = vae(mb.x, mb.batch, mb.mask, sample=False,
             log_factorials=mb.log_factorials)["reconstruction"]
     np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-5)
-
-
-@pytest.mark.parametrize("k, s", [(31, 31), (11, 3), (51, 51), (5, 7)])
-def test_place_positions_equals_gather_positions(k, s):
-    """The fast layout copy (index_copy into zeros) is the gather it replaces, forward and
-    backward, for encoder and decoder maps; a non-invertible index is rejected."""
-    from convnetvae.model.layout import place_positions, placement
-
-    lay = ConvLayout((40, 7, 123, 1, 66), k, s)
-    for index, n in ((lay.encoder_maps()[0], lay.n_in), (lay.decoder_maps()[0], lay.n_out)):
-        idx = torch.as_tensor(index)
-        x1 = torch.randn(3, 2, n, requires_grad=True)
-        x2 = x1.detach().clone().requires_grad_(True)
-        a = gather_positions(x1, idx)
-        b = place_positions(x2, torch.as_tensor(placement(index, n)), len(index))
-        assert torch.equal(a, b)
-        g = torch.randn_like(a)
-        (a * g).sum().backward()
-        (b * g).sum().backward()
-        assert torch.equal(x1.grad, x2.grad)
-    with pytest.raises(ValueError, match="exactly once"):
-        placement(np.array([0, 0, 2]), 2)

@@ -59,7 +59,19 @@ def _calls_per_epoch(adata) -> int:
 
 
 # ---------------------------------------------------------------------- non-finite loss
-def test_nan_loss_once_restores_last_good_state_and_lowers_lr():
+@pytest.mark.parametrize("spill", [False, True])
+def test_nan_loss_once_restores_last_good_state_and_lowers_lr(spill, monkeypatch):
+    """Also with the optimiser's snapshot in a temporary file (large models on CPU): the file
+    restores the same state and is removed after training."""
+    import convnetvae.train as train_mod
+
+    if spill:
+        monkeypatch.setattr(train_mod, "SPILL_OPTIMIZER_BYTES", 0)
+        restored = []
+        real_restore = train_mod.Trainer._restore_optimizer
+        monkeypatch.setattr(train_mod.Trainer, "_restore_optimizer",
+                            lambda self, saved: (restored.append(saved),
+                                                 real_restore(self, saved)))
     adata = _tiny()
     m = _setup(adata)
     per = _calls_per_epoch(adata)
@@ -71,6 +83,25 @@ def test_nan_loss_once_restores_last_good_state_and_lowers_lr():
     assert np.allclose(h["lr"][:2], 1e-3) and np.allclose(h["lr"][2:], 1e-4)
     assert np.isfinite(h["train_loss"]).all() and _all_finite(m)
     assert m.trainer_.lr_lowered
+    if spill:
+        import os
+
+        assert len(restored) == 1 and isinstance(restored[0], str)
+        assert not os.path.exists(restored[0])
+
+
+def test_snapshot_in_a_file_retries_exactly_as_in_memory(monkeypatch):
+    import convnetvae.train as train_mod
+
+    hist = []
+    for limit in (train_mod.SPILL_OPTIMIZER_BYTES, 0):
+        monkeypatch.setattr(train_mod, "SPILL_OPTIMIZER_BYTES", limit)
+        adata = _tiny()
+        m = _setup(adata)
+        _poison_forward(m, lambda n: n == 2 * _calls_per_epoch(adata) + 2)
+        m.train(max_epochs=4, lr=1e-3, **FAST)
+        hist.append(m.history["train_loss"].to_numpy())
+    np.testing.assert_array_equal(hist[0], hist[1])
 
 
 def test_nan_loss_twice_stops_with_error_naming_epoch_and_cause():
