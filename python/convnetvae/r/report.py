@@ -42,6 +42,7 @@ def _renames() -> list[tuple[re.Pattern, str]]:
         if r and r != s.name:
             out.append((re.compile(rf"(?<![\w.]){re.escape(s.name)}(?![\w])"), r))
     out.append((re.compile(r"(?<![\w.])batch_key(?![\w])"), "group.by.vars"))
+    out.append((re.compile(r"(?<![\w.])model_dir(?![\w])"), "model.dir"))
     return out
 
 
@@ -54,8 +55,9 @@ def r_names(text: str) -> str:
     for pattern, r in _renames():
         text = pattern.sub(r, text)
     r_args = "|".join(re.escape(r) for _, r in _renames())
-    return re.sub(rf"(?<![\w.])({r_args})=(True|False|None|[\w.+-]+)",
+    text = re.sub(rf"(?<![\w.])({r_args})=(True|False|None|[\w.+-]+)",
                   lambda m: f"{m.group(1)} = {_PY_LITERALS.get(m.group(2), m.group(2))}", text)
+    return re.sub(r"(?<![\w.])([A-Za-z][\w.]*)='([^']*)'", r'\1 = "\2"', text)
 
 
 def duration(seconds: float) -> str:
@@ -141,9 +143,9 @@ class Reporter:
 class TimingStrategy(Strategy):
     """One process (the default strategy) that reports the estimated training time.
 
-    The first steps of the first epoch are timed (one warm-up, then :data:`TIMED_STEPS`); an
-    epoch with fewer steps is timed whole. The estimate counts the epoch's steps, the validation
-    pass (a forward pass costs about a third of a training step) and every remaining epoch.
+    The first minibatches are timed: one warm-up step, then :data:`TIMED_STEPS` more (across
+    epochs when an epoch has fewer steps, validation included then). The estimate counts every
+    epoch's steps and its validation pass (a forward pass costs about a third of a training step).
     """
 
     def __init__(self, say: Callable[[str], None]) -> None:
@@ -152,26 +154,30 @@ class TimingStrategy(Strategy):
         self.done = False
 
     def before_step(self, trainer: Any, epoch: int, step: int) -> None:
-        if self.done or epoch != trainer.start_epoch:
+        if self.done:
             return
         self.stamps.append(time.perf_counter())
-        if len(self.stamps) == TIMED_STEPS + 2:
-            per_step = (self.stamps[-1] - self.stamps[1]) / TIMED_STEPS
-            self._report(trainer, per_step, f"timed on the first {TIMED_STEPS + 1} minibatches")
+        cfg = trainer.config
+        planned = (max(1, len(trainer.train_idx) // cfg.batch_size)
+                   * (cfg.max_epochs - trainer.start_epoch))
+        needed = min(TIMED_STEPS + 2, planned)  # a short training: as many as there are
+        if needed < 2:
+            self.done = True
+        elif len(self.stamps) == needed:
+            self.done = True
+            first = 1 if needed > 2 else 0  # skip the warm-up step when there are enough
+            self._report(trainer, (self.stamps[-1] - self.stamps[first]) / (needed - 1 - first),
+                         epoch)
 
-    def end_epoch(self, trainer: Any) -> None:
-        if not self.done and self.stamps:
-            per_step = (time.perf_counter() - self.stamps[0]) / len(self.stamps)
-            self._report(trainer, per_step, "timed on the first epoch")
-
-    def _report(self, trainer: Any, per_step: float, how: str) -> None:
-        self.done = True
+    def _report(self, trainer: Any, per_step: float, epoch: int) -> None:
         cfg = trainer.config
         steps = max(1, len(trainer.train_idx) // cfg.batch_size)
         val_steps = len(trainer.val_idx) / max(cfg.batch_size, 256)
         per_epoch = per_step * (steps + val_steps * max(cfg.batch_size, 256) / cfg.batch_size / 3)
-        epochs = cfg.max_epochs - trainer.start_epoch
-        stop = (", early stopping may end it sooner" if cfg.early_stopping and len(trainer.val_idx)
+        epochs = cfg.max_epochs - epoch
+        stop = ("; early stopping may end it sooner" if cfg.early_stopping and len(trainer.val_idx)
                 else "")
-        self.say(f"estimated training time {duration(per_epoch * epochs)} for {epochs} epochs "
-                 f"({per_epoch:.2g} s per epoch, {how}{stop}).")
+        total = cfg.max_epochs - trainer.start_epoch
+        self.say(f"estimated training time {duration(per_epoch * epochs)} for {total} "
+                 f"epoch{'s' if total != 1 else ''} (about {per_epoch:.2g} s per "
+                 f"epoch from the first minibatches{stop}).")
