@@ -15,7 +15,6 @@ from convnetvae.errors import ConvNetVAEError
 from convnetvae.model.registry import fitting_architecture
 from convnetvae.r import bridge
 from convnetvae.r.report import Reporter, duration, r_names
-
 from test_r_bridge import FAST, signac_names
 
 
