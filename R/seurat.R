@@ -122,7 +122,7 @@
 .dim_reduc <- function(emb, key, assay, misc, counts = NULL) {
   loadings <- if (is.null(counts)) NULL else .feature_loadings(counts, emb)
   SeuratObject::CreateDimReducObject(
-    embeddings = emb, loadings = if (is.null(loadings)) new("matrix") else loadings,
+    embeddings = emb, loadings = if (is.null(loadings)) methods::new("matrix") else loadings,
     key = key, assay = assay, stdev = unname(apply(emb, 2L, stats::sd)), misc = misc
   )
 }
