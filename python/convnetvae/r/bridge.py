@@ -299,8 +299,9 @@ def _train(model: Any, adata: ad.AnnData, train_kw: dict, rep: Any) -> None:
         f"training {c.architecture} ({model.n_parameters:,} parameters) on {adata.n_obs:,} cells "
         f"x {adata.n_vars:,} bins x {len(model.modalities)} "
         f"{'modality' if len(model.modalities) == 1 else 'modalities'} "
-        f"({', '.join(model.modalities)}), up to {cfg.max_epochs} "
-        f"epoch{'s' if cfg.max_epochs != 1 else ''}.")
+        f"({', '.join(model.modalities)})"
+        + (f", up to {cfg.max_epochs} epoch{'s' if cfg.max_epochs != 1 else ''}."
+           if cfg.max_epochs else "."))
     callback, strategy = rep.training(cfg.max_epochs)
     model.train(**{**train_kw, "progress": False}, callback=callback, strategy=strategy)
     tc = model.train_config

@@ -123,7 +123,7 @@ class Reporter:
         return {"messages": list(self.pending), "warnings": list(self.warnings)}
 
     # ------------------------------------------------------------------ training
-    def training(self, max_epochs: int) -> tuple[Callable[[int, dict], None], Strategy]:
+    def training(self, max_epochs: int | None) -> tuple[Callable[[int, dict], None], Strategy]:
         """The epoch callback (progress messages) and the strategy that times the first steps."""
         start = time.perf_counter()
         last = [-PROGRESS_EVERY]
@@ -133,7 +133,8 @@ class Reporter:
             if epoch in (1, max_epochs) or now - last[0] >= PROGRESS_EVERY:
                 last[0] = now
                 val = row.get("validation_loss")
-                self.message(f"epoch {epoch}/{max_epochs}: loss {row['train_loss']:.1f}"
+                of = f"/{max_epochs}" if max_epochs else ""
+                self.message(f"epoch {epoch}{of}: loss {row['train_loss']:.1f}"
                              + (f", validation loss {val:.1f}" if val is not None else "")
                              + f" ({duration(now)})")
 
@@ -159,7 +160,7 @@ class TimingStrategy(Strategy):
         self.stamps.append(time.perf_counter())
         cfg = trainer.config
         planned = (max(1, len(trainer.train_idx) // cfg.batch_size)
-                   * (cfg.max_epochs - trainer.start_epoch))
+                   * ((cfg.max_epochs or 10**6) - trainer.start_epoch))
         needed = min(TIMED_STEPS + 2, planned)  # a short training: as many as there are
         if needed < 2:
             self.done = True
@@ -174,10 +175,12 @@ class TimingStrategy(Strategy):
         steps = max(1, len(trainer.train_idx) // cfg.batch_size)
         val_steps = len(trainer.val_idx) / max(cfg.batch_size, 256)
         per_epoch = per_step * (steps + val_steps * max(cfg.batch_size, 256) / cfg.batch_size / 3)
-        epochs = cfg.max_epochs - epoch
         stop = ("; early stopping may end it sooner" if cfg.early_stopping and len(trainer.val_idx)
                 else "")
+        if not cfg.max_epochs:  # the number of epochs is chosen while training
+            self.say(f"about {duration(per_epoch)} per epoch (timed on the first minibatches).")
+            return
         total = cfg.max_epochs - trainer.start_epoch
-        self.say(f"estimated training time {duration(per_epoch * epochs)} for {total} "
-                 f"epoch{'s' if total != 1 else ''} (about {per_epoch:.2g} s per "
+        self.say(f"estimated training time {duration(per_epoch * (cfg.max_epochs - epoch))} for "
+                 f"{total} epoch{'s' if total != 1 else ''} (about {per_epoch:.2g} s per "
                  f"epoch from the first minibatches{stop}).")
