@@ -26,8 +26,15 @@ run_clean_rscript <- function(code) {
 
 # The ConvNetVAE a plain R finds must be this checkout's build (make setup copies it there);
 # another checkout's setup may have replaced it meanwhile.
+# (testthat may load the package from the sources; the installed copy is found in .libPaths())
+installed_file <- function(name) {
+  dir <- find.package("ConvNetVAE", lib.loc = .libPaths(), quiet = TRUE)
+  path <- file.path(dir, name)
+  if (length(dir) == 1L && file.exists(path)) path else ""
+}
+
 skip_unless_setup_installed_this_build <- function() {
-  ours <- system.file("installed-from", package = "ConvNetVAE")
+  ours <- installed_file("installed-from")
   skip_if(!nzchar(ours), "this ConvNetVAE was not installed by make setup")
   skip_if(identical(Sys.getenv("CONVNETVAE_R_LIBRARY"), "none"), "CONVNETVAE_R_LIBRARY=none")
   res <- run_clean_rscript(
@@ -44,18 +51,23 @@ skip_unless_setup_installed_this_build <- function() {
 }
 
 test_that("the installed package records the project's Python, used after option and env vars", {
-  recorded <- system.file("python-path", package = "ConvNetVAE")
+  recorded <- installed_file("python-path")
   skip_if(!nzchar(recorded), "this ConvNetVAE was not installed by make setup")
   py <- readLines(recorded)
   expect_true(file.exists(py))
-  withr::local_envvar(CONVNETVAE_PYTHON = "", RETICULATE_PYTHON = "")
-  withr::local_options(convnetvae.python = NULL)
-  expect_equal(convnetvae_python(), c(recorded = py))
-  withr::local_envvar(CONVNETVAE_PYTHON = "/b/python")
-  expect_equal(convnetvae_python(), c(CONVNETVAE_PYTHON = "/b/python"))
-  withr::local_envvar(CONVNETVAE_PYTHON = "")
-  withr::local_options(convnetvae.recorded.python = FALSE)
-  expect_false(identical(names(convnetvae_python()), "recorded"))
+  code <- c(
+    "library(ConvNetVAE)",
+    "py <- convnetvae_python(); cat('PY', names(py), py, '\\n')",
+    "options(convnetvae.recorded.python = FALSE)",
+    "cat('OFF', is.null(convnetvae_python()) || names(convnetvae_python()) != 'recorded', '\\n')"
+  )
+  res <- run_r_subprocess(code, env = c("CONVNETVAE_PYTHON=", "RETICULATE_PYTHON="))
+  expect_equal(res$status, 0L, info = res$output)
+  expect_match(res$output, paste("PY recorded", py), fixed = TRUE)
+  expect_match(res$output, "OFF TRUE")
+  # the option and the environment variables come first
+  res <- run_r_subprocess(code, env = c("CONVNETVAE_PYTHON=/b/python", "RETICULATE_PYTHON="))
+  expect_match(res$output, "PY CONVNETVAE_PYTHON /b/python", fixed = TRUE)
 })
 
 test_that("README's R section runs in a fresh R session with no R_LIBS or Python variables", {
