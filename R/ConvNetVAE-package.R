@@ -7,7 +7,9 @@
 #'
 #' Options: \code{convnetvae.python} (path to the Python executable of the core),
 #' \code{convnetvae.envname} (name of the virtualenv made by
-#' \code{install_convnetvae()}, default \code{"r-convnetvae"}).
+#' \code{install_convnetvae()}, default \code{"r-convnetvae"}),
+#' \code{convnetvae.recorded.python} (\code{FALSE} ignores the Python recorded
+#' by \code{make setup}; see \code{\link{convnetvae_python}}).
 #'
 #' @keywords internal
 #' @importClassesFrom Matrix dgCMatrix

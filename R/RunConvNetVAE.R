@@ -52,9 +52,10 @@ RunConvNetVAE <- function(object, ...) {
 }
 
 #' @rdname RunConvNetVAE
-#' @param assays Names of the assays (modalities) to use: Seurat assays, or for a
-#'   SingleCellExperiment the main experiment's name (or \code{"main"}), names of
-#'   \code{altExp}s, or assay names.
+#' @param assays Names of the assays (modalities) to use: Seurat assays (by default
+#'   \code{DefaultAssay(object)}, with a message), or for a SingleCellExperiment the
+#'   main experiment's name (or \code{"main"}), names of \code{altExp}s, or assay
+#'   names.
 #' @param group.by.vars Names of meta data (\code{colData}) columns with the batch
 #'   of each cell; several columns are combined. \code{NULL} for no batch. For the
 #'   default method also a vector with one batch label per cell.
@@ -80,20 +81,24 @@ RunConvNetVAE <- function(object, ...) {
 #' @param seed Random seed of the weights, the validation split, the shuffling and the
 #'   sampling.
 #' @param model.dir Directory to save the trained model in (for
-#'   \code{\link{ProjectConvNetVAE}}); \code{NULL} to not save it.
+#'   \code{\link{ProjectConvNetVAE}}); \code{NULL} to not save it. It is checked
+#'   to be writable before training starts.
 #' @param reduction.name Name of the stored reduction.
 #' @param reduction.key Key of the reduction; must match
 #'   \code{^[a-zA-Z][a-zA-Z0-9]*_$}.
-#' @param verbose Print progress.
+#' @param verbose Print progress and notes as messages (the estimated training
+#'   time, epochs, rebinning); \code{FALSE} for none. Python's warnings arrive as R
+#'   warnings either way.
 #' @export
-RunConvNetVAE.Seurat <- function(object, assays, group.by.vars = NULL, bin.size = 10000,
+RunConvNetVAE.Seurat <- function(object, assays = NULL, group.by.vars = NULL, bin.size = 10000,
                                  n.bins = 25000, blacklist = NULL,
                                  architecture = "auto", likelihood = "poisson",
                                  n.latent = 30, max.epochs = NULL, batch.size = 128,
                                  learning.rate = NULL, device = "auto", seed = 0,
                                  model.dir = NULL, reduction.name = "convnetvae",
                                  reduction.key = "convnetvae_", verbose = TRUE, ...) {
-  prep <- .seurat_inputs(object, assays, group.by.vars, bin.size)
+  assays <- .default_assays(object, assays, verbose)
+  prep <- .seurat_inputs(object, assays, group.by.vars, bin.size, verbose)
   .check_name(reduction.name, "reduction.name")
   .check_key(reduction.key)
   config <- .run_config(environment(), blacklist, model.dir, assays, group.by.vars)
@@ -102,47 +107,45 @@ RunConvNetVAE.Seurat <- function(object, assays, group.by.vars = NULL, bin.size 
   )
   emb <- res$embedding
   colnames(emb) <- paste0(reduction.key, seq_len(ncol(emb)))
-  reduc <- SeuratObject::CreateDimReducObject(
-    embeddings = emb, key = reduction.key, assay = assays[1L],
-    misc = list(
-      config = res$config, history = res$history, bins = res$bins,
-      model.dir = config$model_dir, assays = assays, group.by.vars = group.by.vars
-    )
-  )
+  reduc <- .dim_reduc(emb, reduction.key, assays[1L], misc = list(
+    config = res$config, history = res$history, bins = .bins_in_style(res$bins, prep$style),
+    model.dir = config$model_dir, assays = assays, group.by.vars = group.by.vars
+  ), counts = prep$matrices[[1L]])
   # assign last: nothing above touched `object`
-  object[[reduction.name]] <- reduc
+  object <- .store_reduction(object, reduction.name, reduc)
   command <- SeuratObject::LogSeuratCommand(object = object, return.command = TRUE)
-  object <- .log_command(object, command)
-  object
+  .log_command(object, command)
 }
 
-#' Store a SeuratCommand; the command spans several assays, so Seurat's warning about a command
-#' without one assay is expected and muffled.
+#' `assays` of a Seurat method: DefaultAssay(object) when not given, said in a message
 #' @noRd
-.log_command <- function(object, command) {
-  withCallingHandlers(
-    {
-      object[[command@name]] <- command
-    },
-    warning = function(w) {
-      if (grepl("command log without an assay", conditionMessage(w), fixed = TRUE)) {
-        invokeRestart("muffleWarning")
-      }
-    }
-  )
-  object
-}
-
-#' Collect and check the inputs of a Seurat object
-#' @noRd
-.seurat_inputs <- function(object, assays, group.by.vars, bin.size) {
-  available <- SeuratObject::Assays(object)
-  if (missing(assays) || is.null(assays)) {
-    .stop_input(
-      "`assays` is required: the names of the assays to use (available: ",
-      paste0("'", available, "'", collapse = ", "), ")."
+.default_assays <- function(object, assays, verbose) {
+  if (!is.null(assays)) {
+    return(assays)
+  }
+  assays <- SeuratObject::DefaultAssay(object)
+  if (isTRUE(verbose)) {
+    message(
+      "ConvNetVAE: using the default assay '", assays, "' (`assays` not given; available: ",
+      paste0("'", .seurat_assays(object), "'", collapse = ", "), ")."
     )
   }
+  assays
+}
+
+#' The returned bin names (chr1:0-10000) in the naming form of the user's features
+#' @noRd
+.bins_in_style <- function(bins, style) {
+  if (length(bins) == 0L) {
+    return(bins)
+  }
+  .format_ranges(.parse_ranges(bins), style)
+}
+
+#' Collect and check the inputs of a Seurat object (through the assays' slots: see R/seurat.R)
+#' @noRd
+.seurat_inputs <- function(object, assays, group.by.vars, bin.size, verbose = FALSE) {
+  available <- .seurat_assays(object)
   if (!is.character(assays) || length(assays) == 0L || anyNA(assays) || anyDuplicated(assays)) {
     .stop_input("`assays` must be a character vector of distinct assay names.")
   }
@@ -154,22 +157,28 @@ RunConvNetVAE.Seurat <- function(object, assays, group.by.vars = NULL, bin.size 
     )
   }
   .check_setting(bin.size, "bin.size", "data")
-  cells <- colnames(object)
+  cells <- .seurat_cells(object)
   ranges <- list()
   matrices <- list()
+  style <- NULL
   for (a in assays) {
-    feats <- rownames(object[[a]])
-    ranges[[a]] <- .check_ranges(feats, a)
-    m <- SeuratObject::GetAssayData(object, assay = a, slot = "counts")
-    m <- .as_counts(m, a)
+    got <- .assay_counts(object, a)
+    m <- .as_counts(got$counts, a)
+    ranges[[a]] <- .check_ranges(got$features, a)
+    style <- if (is.null(style)) .name_style(got$features) else style
+    rownames(m) <- got$features
     if (!identical(colnames(m), cells)) {
       m <- m[, cells, drop = FALSE]
     }
     matrices[[a]] <- m
   }
   .check_shared_bins(ranges, bin.size)
-  batch <- .batch_labels(object[[]], group.by.vars, "Seurat object's meta data")
-  list(matrices = matrices, cells = cells, batch = batch)
+  if (isTRUE(verbose)) {
+    .rebin_notes(ranges, bin.size)
+  }
+  batch <- .batch_labels(methods::slot(object, "meta.data"), group.by.vars,
+    "Seurat object's meta data")
+  list(matrices = matrices, cells = cells, batch = batch, style = style)
 }
 
 #' @rdname RunConvNetVAE
@@ -186,7 +195,7 @@ RunConvNetVAE.SingleCellExperiment <- function(object, assays = NULL, group.by.v
                                                seed = 0, model.dir = NULL,
                                                reduction.name = "CONVNETVAE", verbose = TRUE,
                                                ...) {
-  prep <- .sce_inputs(object, assays, group.by.vars, assay.type, bin.size)
+  prep <- .sce_inputs(object, assays, group.by.vars, assay.type, bin.size, verbose)
   .check_name(reduction.name, "reduction.name")
   config <- .run_config(environment(), blacklist, model.dir, prep$assays, group.by.vars)
   res <- .train_embed(
@@ -197,7 +206,8 @@ RunConvNetVAE.SingleCellExperiment <- function(object, assays = NULL, group.by.v
   rownames(emb) <- colnames(object)
   md <- S4Vectors::metadata(object)
   md$ConvNetVAE[[reduction.name]] <- list(
-    config = res$config, history = res$history, bins = res$bins, model.dir = config$model_dir,
+    config = res$config, history = res$history, bins = .bins_in_style(res$bins, prep$style),
+    model.dir = config$model_dir,
     assays = prep$assays, group.by.vars = group.by.vars
   )
   # assign last
@@ -213,7 +223,7 @@ RunConvNetVAE.SingleCellExperiment <- function(object, assays = NULL, group.by.v
 
 #' Collect and check the inputs of a SingleCellExperiment
 #' @noRd
-.sce_inputs <- function(object, assays, group.by.vars, assay.type, bin.size) {
+.sce_inputs <- function(object, assays, group.by.vars, assay.type, bin.size, verbose = FALSE) {
   main <- .sce_main_name(object)
   alts <- SingleCellExperiment::altExpNames(object)
   named <- SummarizedExperiment::assayNames(object)
@@ -269,9 +279,15 @@ RunConvNetVAE.SingleCellExperiment <- function(object, assays = NULL, group.by.v
     matrices[[a]] <- m
   }
   .check_shared_bins(ranges, bin.size)
+  if (isTRUE(verbose)) {
+    .rebin_notes(ranges, bin.size)
+  }
   meta <- as.data.frame(SummarizedExperiment::colData(object))
   batch <- .batch_labels(meta, group.by.vars, "colData")
-  list(matrices = matrices, cells = cells, batch = batch, assays = assays)
+  list(
+    matrices = matrices, cells = cells, batch = batch, assays = assays,
+    style = .name_style(rownames(matrices[[1L]]))
+  )
 }
 
 #' @rdname RunConvNetVAE
@@ -284,7 +300,7 @@ RunConvNetVAE.default <- function(object, group.by.vars = NULL, meta.data = NULL
                                   n.latent = 30, max.epochs = NULL, batch.size = 128,
                                   learning.rate = NULL, device = "auto", seed = 0,
                                   model.dir = NULL, verbose = TRUE, ...) {
-  prep <- .default_inputs(object, group.by.vars, meta.data, bin.size)
+  prep <- .default_inputs(object, group.by.vars, meta.data, bin.size, verbose)
   config <- .run_config(
     environment(), blacklist, model.dir, names(object),
     if (is.character(group.by.vars) && !is.null(meta.data)) group.by.vars else NULL
@@ -298,14 +314,15 @@ RunConvNetVAE.default <- function(object, group.by.vars = NULL, meta.data = NULL
     rownames(emb) <- NULL
   }
   attr(emb, "convnetvae") <- list(
-    config = res$config, history = res$history, bins = res$bins, model.dir = config$model_dir
+    config = res$config, history = res$history, bins = .bins_in_style(res$bins, prep$style),
+    model.dir = config$model_dir
   )
   emb
 }
 
 #' Collect and check a named list of cells x bins matrices
 #' @noRd
-.default_inputs <- function(object, group.by.vars, meta.data, bin.size) {
+.default_inputs <- function(object, group.by.vars, meta.data, bin.size, verbose = FALSE) {
   if (!is.list(object) || length(object) == 0L || is.null(names(object)) ||
     any(!nzchar(names(object))) || anyDuplicated(names(object))) {
     .stop_input(
@@ -349,6 +366,9 @@ RunConvNetVAE.default <- function(object, group.by.vars = NULL, meta.data = NULL
     matrices[[a]] <- m
   }
   .check_shared_bins(ranges, bin.size)
+  if (isTRUE(verbose)) {
+    .rebin_notes(ranges, bin.size)
+  }
   cells <- if (is.null(cell_names)) paste0("cell", seq_len(n)) else cell_names
   batch <- NULL
   if (!is.null(group.by.vars)) {
@@ -370,7 +390,11 @@ RunConvNetVAE.default <- function(object, group.by.vars = NULL, meta.data = NULL
         )
       }
       batch <- as.character(group.by.vars)
+      .check_batch_sizes(batch, "`group.by.vars`")
     }
   }
-  list(matrices = matrices, cells = cells, batch = batch, names = cell_names)
+  list(
+    matrices = matrices, cells = cells, batch = batch, names = cell_names,
+    style = .name_style(colnames(matrices[[1L]]))
+  )
 }

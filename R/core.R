@@ -49,8 +49,12 @@
   obs <- NULL
   batch_key <- NULL
   if (!is.null(batch)) {
-    obs <- list(batch = as.list(as.character(batch)))
-    batch_key <- "batch"
+    # named after the user's group.by.vars columns, so that messages name them
+    batch_key <- attr(batch, "column")
+    if (is.null(batch_key) || !nzchar(batch_key)) {
+      batch_key <- "batch"
+    }
+    obs <- stats::setNames(list(as.list(as.character(batch))), batch_key)
   }
   list(
     matrices = enc, feature_names = feats, cell_names = as.list(as.character(cell.names)),
@@ -77,22 +81,40 @@
   inputs <- .bridge_inputs(matrices, orientation, cell.names, batch)
   config$extra <- .dots_config(dots)
   config$verbose <- isTRUE(verbose)
-  if (verbose) {
-    message(
-      "ConvNetVAE: training on ", length(cell.names), " cells x ", length(matrices),
-      " modalities (", paste(names(matrices), collapse = ", "), ")."
-    )
-  }
   res <- .py_call(bridge$run_from_r(
     matrices = inputs$matrices, feature_names = inputs$feature_names,
     cell_names = inputs$cell_names, obs = inputs$obs, batch_key = inputs$batch_key,
-    config = config
+    config = config, emit = .emitter(verbose)
   ))
   .decode_result(res, cell.names)
 }
 
+#' The function Python calls to show a message (live, so progress shows while training);
+#' NULL when not verbose
+#' @noRd
+.emitter <- function(verbose) {
+  if (isTRUE(verbose)) function(text) message(text) else NULL
+}
+
+#' Signal what Python returned for R: messages it could not show live and Python's warnings
+#' (as R warnings of class convnetvae_python_warning, which suppressWarnings/tryCatch see)
+#' @noRd
+.signal_python <- function(res) {
+  for (m in unlist(res$messages)) {
+    message(m)
+  }
+  for (w in unlist(res$warnings)) {
+    warning(structure(
+      class = c("convnetvae_python_warning", "warning", "condition"),
+      list(message = paste0("ConvNetVAE (Python): ", w), call = NULL)
+    ))
+  }
+  invisible(NULL)
+}
+
 .decode_result <- function(res, cell.names) {
   res <- reticulate::py_to_r(res)
+  .signal_python(res)
   emb <- .decode_matrix(res$embedding)
   if (nrow(emb) != length(cell.names)) {
     stop("The Python core returned ", nrow(emb), " rows for ", length(cell.names), " cells.",
@@ -108,14 +130,21 @@
 
 #' Embed cells with a saved model
 #' @noRd
-.project_embed <- function(matrices, orientation, cell.names, batch, model.dir, dots, verbose) {
+.project_embed <- function(matrices, orientation, cell.names, batch, model.dir, dots, verbose,
+                           adapt = FALSE) {
+  if (!isTRUE(adapt) && !isFALSE(adapt)) {
+    .stop_input("`adapt` must be TRUE or FALSE.")
+  }
   bridge <- .bridge()
   inputs <- .bridge_inputs(matrices, orientation, cell.names, batch)
   res <- .py_call(bridge$project_from_r(
     matrices = inputs$matrices, feature_names = inputs$feature_names,
     cell_names = inputs$cell_names, obs = inputs$obs, batch_key = inputs$batch_key,
     model_dir = normalizePath(model.dir, mustWork = FALSE),
-    config = list(extra = .dots_config(dots, "embed"), verbose = isTRUE(verbose))
+    config = list(
+      extra = .dots_config(dots, if (adapt) "train" else "embed"), verbose = isTRUE(verbose),
+      adapt = adapt
+    ), emit = .emitter(verbose)
   ))
   .decode_result(res, cell.names)
 }

@@ -34,15 +34,19 @@
 #' Locate the Python interpreter of the ConvNetVAE core
 #'
 #' Looks, in this order, at \code{getOption("convnetvae.python")}, the environment
-#' variables \code{CONVNETVAE_PYTHON} and \code{RETICULATE_PYTHON}, then the
-#' virtualenv made by \code{\link{install_convnetvae}()}. The first one that is set
-#' is used: a setting that points at a missing file is an error rather than
-#' silently skipped.
+#' variables \code{CONVNETVAE_PYTHON} and \code{RETICULATE_PYTHON}, the Python
+#' recorded when the package was installed from a source checkout (\code{make
+#' setup} writes the path of the checkout's \code{.venv} into the installed
+#' package), then the virtualenv made by \code{\link{install_convnetvae}()}. The
+#' first one that is set is used: a setting that points at a missing file is an
+#' error rather than silently skipped (a recorded Python that no longer exists is
+#' skipped). \code{options(convnetvae.recorded.python = FALSE)} ignores the
+#' recorded Python.
 #'
 #' @return A named character string: the path to the Python executable, named by
 #'   where it came from (\code{"option"}, \code{"CONVNETVAE_PYTHON"},
-#'   \code{"RETICULATE_PYTHON"} or \code{"virtualenv"}), or \code{NULL} when
-#'   nothing is configured.
+#'   \code{"RETICULATE_PYTHON"}, \code{"recorded"} or \code{"virtualenv"}), or
+#'   \code{NULL} when nothing is configured.
 #' @examples
 #' convnetvae_python()
 #' @export
@@ -56,6 +60,10 @@ convnetvae_python <- function() {
   if (length(candidates) > 0L) {
     return(candidates[1L])
   }
+  recorded <- .recorded_python()
+  if (!is.null(recorded)) {
+    return(c(recorded = recorded))
+  }
   envname <- .default_envname()
   if (reticulate::virtualenv_exists(envname)) {
     return(c(virtualenv = reticulate::virtualenv_python(envname)))
@@ -63,11 +71,30 @@ convnetvae_python <- function() {
   NULL
 }
 
+#' The Python recorded at install time (the file python-path in the installed package, written
+#' by scripts/setup.sh), or NULL when there is none, it is disabled or the file it names is gone
+#' @noRd
+.recorded_python <- function() {
+  if (isFALSE(getOption("convnetvae.recorded.python", TRUE))) {
+    return(NULL)
+  }
+  file <- system.file("python-path", package = "ConvNetVAE")
+  if (!nzchar(file)) {
+    return(NULL)
+  }
+  path <- trimws(readLines(file, n = 1L, warn = FALSE))
+  if (length(path) == 0L || !nzchar(path) || !file.exists(path)) {
+    return(NULL)
+  }
+  path
+}
+
 .describe_source <- function(source) {
   switch(source,
     option = "options(convnetvae.python)",
     CONVNETVAE_PYTHON = "the environment variable CONVNETVAE_PYTHON",
     RETICULATE_PYTHON = "the environment variable RETICULATE_PYTHON",
+    recorded = "the Python recorded when ConvNetVAE was installed (make setup)",
     virtualenv = paste0("the virtualenv '", .default_envname(), "'"),
     source
   )

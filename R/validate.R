@@ -58,6 +58,57 @@
   floor(floor((r$start + r$end) / 2) / bin.size)
 }
 
+#' The naming form ("signac", "snapatac" or "underscore") of the first feature name
+#' @noRd
+.name_style <- function(features) {
+  for (style in names(.bin_name_patterns)) {
+    if (grepl(.bin_name_patterns[[style]]$pattern, features[1L])) {
+      return(style)
+    }
+  }
+  "snapatac"
+}
+
+#' Bin names in a naming form: the inverse of .parse_ranges (0-based half-open coordinates in)
+#' @noRd
+.format_ranges <- function(r, style) {
+  num <- function(x) format(x, scientific = FALSE, trim = TRUE)
+  switch(style,
+    signac = paste0(r$chrom, "-", num(r$start + 1), "-", num(r$end)),
+    underscore = paste0(r$chrom, "_", num(r$start), "_", num(r$end)),
+    paste0(r$chrom, ":", num(r$start), "-", num(r$end))
+  )
+}
+
+#' Say, for each assay whose features are not bin.size windows (peaks, other bin sizes), that
+#' their counts are summed into windows
+#' @noRd
+.rebin_notes <- function(ranges, bin.size) {
+  for (a in names(ranges)) {
+    r <- ranges[[a]]
+    width <- r$end - r$start
+    if (all(r$start %% bin.size == 0 & width <= bin.size)) {
+      next
+    }
+    n_windows <- length(unique(paste(r$chrom, .feature_windows(r, bin.size))))
+    what <- if (length(unique(width)) == 1L) {
+      paste0(format(width[1L], big.mark = ",", scientific = FALSE), " bp bins")
+    } else {
+      paste0(
+        "features of ", format(min(width), big.mark = ",", scientific = FALSE), "-",
+        format(max(width), big.mark = ",", scientific = FALSE), " bp (peaks)"
+      )
+    }
+    message(
+      "ConvNetVAE: assay '", a, "' has ", format(nrow(r), big.mark = ","), " ", what,
+      "; their counts are summed into the ", format(bin.size, big.mark = ",", scientific = FALSE),
+      " bp windows (bin.size) holding their midpoints: ", format(n_windows, big.mark = ","),
+      " windows."
+    )
+  }
+  invisible(TRUE)
+}
+
 .check_ranges <- function(features, assay) {
   if (length(features) == 0L) {
     .stop_input("Assay '", assay, "' has no features.")
@@ -250,7 +301,42 @@
     }
     as.character(x)
   })
-  do.call(paste, c(labs, sep = "_"))
+  labels <- do.call(paste, c(labs, sep = "_"))
+  .check_batch_sizes(labels, paste0(
+    "`group.by.vars` (", paste0("'", group.by.vars, "'", collapse = ", "), ")"
+  ))
+  attr(labels, "column") <- paste(group.by.vars, collapse = "+")
+  labels
+}
+
+#' Warn when a batch column looks like a per-cell value: batches of one cell, or more batches
+#' than a tenth of the cells. The model learns parameters for every batch (a one-hot input and
+#' an offset per bin), which a batch of one or a few cells cannot inform.
+#' @noRd
+.check_batch_sizes <- function(labels, what) {
+  sizes <- table(labels)
+  n <- length(labels)
+  singles <- sum(sizes == 1L)
+  if (singles == 0L && length(sizes) <= n / 10) {
+    return(invisible(TRUE))
+  }
+  detail <- if (singles == length(sizes)) {
+    "one cell per batch"
+  } else if (singles > 0L) {
+    paste0(singles, if (singles == 1L) " batch" else " batches", " of a single cell")
+  } else {
+    "more batches than a tenth of the cells"
+  }
+  warning(structure(
+    class = c("convnetvae_batch_warning", "warning", "condition"),
+    list(message = paste0(
+      what, " gives ", format(length(sizes), big.mark = ","), " batches for ",
+      format(n, big.mark = ","), " cells (", detail, "). A batch should be a sample, ",
+      "replicate or experiment with many cells: the model learns parameters for every batch. ",
+      "Is this a per-cell column (a barcode, a count, a cluster)?"
+    ), call = NULL)
+  ))
+  invisible(FALSE)
 }
 
 #' Split a numeric or integer vector into little-endian raw chunks (writeBin is limited to

@@ -43,13 +43,20 @@ if [ ! -f "$stamp" ]; then
 fi
 
 if [ -f DESCRIPTION ]; then
-  rstamp=".venv/.rpkg-$(cat DESCRIPTION NAMESPACE R/*.R 2>/dev/null | sha1sum | cut -c1-12)"
+  # The package is built into .venv/Rlib (what `make test` uses, first on R_LIBS), with the path
+  # of this .venv's Python recorded in it, then copied where a plain R session finds it.
+  rhash=$(cat DESCRIPTION NAMESPACE R/*.R man/*.Rd inst/extdata/* 2>/dev/null | sha1sum | cut -c1-12)
+  record="python=$ROOT/.venv/bin/python source=$rhash"
+  rstamp=".venv/.rpkg-$rhash"
   if [ ! -f "$rstamp" ]; then
     echo "[setup] installing the R package ConvNetVAE"
     mkdir -p .venv/Rlib
     R CMD INSTALL --no-test-load --library=.venv/Rlib . >/dev/null 2>.venv/r-install.log || { cat .venv/r-install.log >&2; exit 1; }
+    printf '%s\n' "$ROOT/.venv/bin/python" > .venv/Rlib/ConvNetVAE/python-path
+    printf '%s\n' "$record" > .venv/Rlib/ConvNetVAE/installed-from
     rm -f .venv/.rpkg-*
     touch "$rstamp"
   fi
+  bash scripts/install_r_user_library.sh "$ROOT/.venv/Rlib/ConvNetVAE" "$record"
 fi
 echo "[setup] ready"

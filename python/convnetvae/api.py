@@ -500,6 +500,34 @@ class ConvNetVAE:
             self._attach(adata)
         return self
 
+    @classmethod
+    def load_query_data(cls, adata: ad.AnnData, reference: ConvNetVAE | str | os.PathLike,
+                        batch_key: str | None = None, device: str = "auto") -> ConvNetVAE:
+        """Map new samples onto a reference model (scArches-style query mapping).
+
+        Returns a model over the query cells ``adata`` whose new batches (labels of the batch
+        column the reference does not know) get their own parameters: the batch one-hot
+        columns of the encoder and decoder and the per-batch bin offsets. Every reference
+        weight stays frozen (BatchNorm keeps the reference's statistics); :meth:`train` then
+        fits only the new batches' parameters on the query cells. The result embeds reference
+        and query cells in the reference's latent space and saves as an ordinary model. See
+        :mod:`convnetvae.query`.
+
+        Parameters
+        ----------
+        adata
+            The query cells, with the reference's modalities (layers) and bins.
+        reference
+            A trained :class:`ConvNetVAE` (left unchanged) or the directory of a saved one.
+        batch_key
+            The query's batch column (default: the reference's).
+        device
+            Device of the returned model.
+        """
+        from .query import load_query_data
+
+        return load_query_data(cls, adata, reference, batch_key=batch_key, device=device)
+
     def _attach(self, adata: ad.AnnData) -> None:
         reg = self.registry
         for m in reg["modalities"]:

@@ -52,7 +52,7 @@ test_that("a Python without the convnetvae package stops with what to run", {
 test_that("nothing configured and no virtualenv stops with what to run", {
   res <- run_r_subprocess(c(
     "library(ConvNetVAE)",
-    "options(convnetvae.envname = 'convnetvae-test-no-such-env')",
+    "options(convnetvae.envname = 'convnetvae-test-no-such-env', convnetvae.recorded.python = FALSE)",
     "cat('PYTHON', is.null(convnetvae_python()), '\\n')",
     "e <- tryCatch(ProjectConvNetVAE(list(), model.dir = tempdir()), error = function(e) e)",
     "cat(conditionMessage(e), '\\n')"

@@ -9,7 +9,9 @@ test_that("an assay that does not exist is an error naming it", {
     "Assay 'H3K4me3' does not exist.*Available assays: 'ATAC', 'H3K27ac', 'H3K27me3'",
     class = "convnetvae_input_error"
   )
-  expect_error(RunConvNetVAE(obj), "`assays` is required", class = "convnetvae_input_error")
+  expect_error(RunConvNetVAE(obj, assays = character()), "`assays` must be a character vector",
+    class = "convnetvae_input_error"
+  )
   expect_identical(obj, before)
 })
 

@@ -20,7 +20,7 @@ from torch import nn
 from ..errors import ConvNetVAEError
 from .convnet import ConvDecoder, ConvEncoder
 from .fc_poe import FCPoEDecoder, FCPoEEncoder
-from .registry import PAPER_ARCHITECTURES, Architecture, parse_architecture
+from .registry import PAPER_ARCHITECTURES, Architecture, fitting_architecture, parse_architecture
 
 if TYPE_CHECKING:  # pragma: no cover
     from .vae import ModuleConfig
@@ -35,7 +35,7 @@ def build_conv(arch: Architecture, config: ModuleConfig, n_extra: int
     if g < arch.kernel:
         raise ConvNetVAEError(
             f"architecture {arch.name!r} has kernel {arch.kernel} but the data has only "
-            f"{g} bins: choose a smaller kernel (e.g. conv-k11s11) or more bins")
+            f"{g} bins: {fitting_architecture(g)}")
     m = config.n_modalities
     encoder = ConvEncoder(m, config.chrom_lengths, arch.kernel, arch.stride, arch.channels,
                           config.n_batches, n_extra, config.n_hidden, config.n_latent,

@@ -205,6 +205,25 @@ _CONV = re.compile(r"^conv-k(\d+)s(\d+)(?:x(\d+))?$")
 _FC = re.compile(r"^fc-l(\d+)$")
 
 
+def fitting_architecture(n_bins: int) -> str:
+    """What to say when a convolution's kernel is wider than the data's ``n_bins`` bins: the
+    listed conv architecture with the widest kernel that fits (else ``conv-k<n>s<n>`` or
+    ``fc-l1``), and how to get more bins."""
+    fits = []
+    for name in preset_names():
+        arch = parse_architecture(name)
+        if arch.kind == "conv" and arch.kernel <= n_bins:
+            fits.append((arch.kernel, -arch.n_layers, arch.stride, name))
+    if fits:
+        best = max(fits)[3]
+    elif n_bins >= 2:
+        best = f"conv-k{n_bins}s{n_bins}"
+    else:
+        best = "fc-l1"
+    return (f"use an architecture that fits {n_bins} bins, e.g. architecture={best!r}, or give "
+            "more bins (a smaller bin_size, more features, or n_bins=None to keep every bin)")
+
+
 def _parse_conv(key: str) -> Architecture:
     m = _CONV.match(key)
     if not m:

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -165,7 +166,7 @@ def _blacklist(bl: Any) -> Any:
 
 
 #: keys of the configuration from R that are not settings
-BRIDGE_KEYS = ("blacklist", "model_dir", "verbose", "assays", "group_by_vars", "extra")
+BRIDGE_KEYS = ("blacklist", "model_dir", "verbose", "assays", "group_by_vars", "extra", "adapt")
 
 
 def _settings_from_r(cfg: Mapping[str, Any]) -> tuple[dict, dict, dict, dict]:
@@ -196,7 +197,8 @@ def _settings_from_r(cfg: Mapping[str, Any]) -> tuple[dict, dict, dict, dict]:
 
 def run_from_r(matrices: Mapping[str, Any], feature_names: Mapping[str, Sequence[str]],
                cell_names: Sequence[str], obs: Any = None, batch_key: str | None = None,
-               config: Mapping[str, Any] | None = None) -> dict:
+               config: Mapping[str, Any] | None = None,
+               emit: Callable[[str], Any] | None = None) -> dict:
     """Train ConvNet-VAE on per-modality counts and return the embedding of every cell.
 
     Parameters
@@ -210,27 +212,46 @@ def run_from_r(matrices: Mapping[str, Any], feature_names: Mapping[str, Sequence
     obs
         Optional per-cell columns (dict of lists or DataFrame), e.g. the batch.
     batch_key
-        Column of ``obs`` with the batch of each cell, or ``None``.
+        Column of ``obs`` with the batch of each cell, or ``None``. R names it after the
+        ``group.by.vars`` columns, so messages name the user's column.
     config
         Settings of :mod:`convnetvae.settings` by Python name (``architecture``, ``max_epochs``,
         ``lr``, ``bin_size``, ``n_bins``, ...: the formals of the R methods), ``extra`` (further
         settings passed through R's ``...``), and ``blacklist``, ``model_dir``, ``verbose``,
         ``assays``, ``group_by_vars``. Every setting is checked against the schema; messages
         use R's names (``n.latent``).
+    emit
+        ``emit(text)`` shows a message in R (an R function calling ``message()``); progress,
+        the estimated training time and notes go through it (see :mod:`.report`).
 
     Returns
     -------
     dict
         ``embedding`` (encoded, see :func:`encode_dense`), ``history`` (column -> list),
-        ``config`` (the full configuration, plain values) and ``bins`` (selected bin names).
+        ``config`` (the full configuration, plain values), ``bins`` (selected bin names), and
+        ``messages`` / ``warnings`` for R to signal.
     """
-    from ..api import ConvNetVAE
+    from .report import Reporter
 
     cfg = dict(config or {})
+    rep = Reporter(emit, cfg.get("verbose", True))
+    with rep.capture():
+        out = _run(matrices, feature_names, cell_names, obs, batch_key, cfg, rep)
+    return {**out, **rep.result()}
+
+
+def _run(matrices: Mapping[str, Any], feature_names: Mapping[str, Sequence[str]],
+         cell_names: Sequence[str], obs: Any, batch_key: str | None, cfg: dict,
+         rep: Any) -> dict:
+    from ..api import ConvNetVAE
+
     model_kw, train_kw, data, extra = _settings_from_r(cfg)
     if cfg.get("model_dir"):
         check_model_dir(cfg["model_dir"])  # before any work, not after training
     bin_size, n_bins = data["bin_size"], data["n_bins"]
+    model_dir = cfg.get("model_dir")
+    if model_dir:
+        check_model_dir(model_dir)  # before hours of training, not after
     adata = inputs_to_anndata(matrices, feature_names, cell_names, obs, bin_size=bin_size,
                               blacklist=cfg.get("blacklist"), n_bins=n_bins)
     if batch_key is not None and batch_key not in adata.obs.columns:
@@ -238,11 +259,8 @@ def run_from_r(matrices: Mapping[str, Any], feature_names: Mapping[str, Sequence
     modalities = list(matrices.keys())
     ConvNetVAE.setup_anndata(adata, modalities=modalities, batch_key=batch_key)
     model = ConvNetVAE(adata, **model_kw)
-    train_kw.setdefault("progress", bool(cfg.get("verbose", True)))
-    model.train(**train_kw)
+    _train(model, adata, train_kw, rep)
     z = model.get_latent_representation()
-
-    model_dir = cfg.get("model_dir")
     full_config = {
         "architecture": model.module.config.architecture,
         "likelihood": model.module.config.likelihood,
@@ -273,6 +291,50 @@ def run_from_r(matrices: Mapping[str, Any], feature_names: Mapping[str, Sequence
         "config": _plain(full_config),
         "bins": [str(b) for b in adata.var_names],
     }
+
+
+def _train(model: Any, adata: ad.AnnData, train_kw: dict, rep: Any) -> None:
+    """Train with R's progress: the estimated time, epochs as messages, how it ended."""
+    cfg = settings.make(TrainSettings, **train_kw)
+    c = model.module.config
+    rep.message(
+        f"training {c.architecture} ({model.n_parameters:,} parameters) on {adata.n_obs:,} cells "
+        f"x {adata.n_vars:,} bins x {len(model.modalities)} "
+        f"{'modality' if len(model.modalities) == 1 else 'modalities'} "
+        f"({', '.join(model.modalities)})"
+        + (f", up to {cfg.max_epochs} epoch{'s' if cfg.max_epochs != 1 else ''}."
+           if cfg.max_epochs else "."))
+    callback, strategy = rep.training(cfg.max_epochs)
+    model.train(**{**train_kw, "progress": False}, callback=callback, strategy=strategy)
+    tc = model.train_config
+    if tc.get("stopped_early"):
+        rep.message(f"stopped early after epoch {tc['epochs_trained']}: the validation loss did "
+                    f"not improve for {cfg.patience} epochs; kept epoch {tc['best_epoch']}.")
+
+
+def check_model_dir(path: str | os.PathLike) -> Path:
+    """Raise unless a model can be saved in ``path``: a new or empty directory or one holding a
+    model, under a writable parent. Nothing is created (a file is written and removed)."""
+    d = Path(path)
+    if d.exists() and not d.is_dir():
+        raise ConvNetVAEError(f"model_dir {str(d)!r} is a file, not a directory")
+    if d.exists() and any(d.iterdir()) and not model_format.is_model_dir(d):
+        raise ConvNetVAEError(
+            f"model_dir {str(d)!r} exists, is not empty and holds no ConvNetVAE model; give a new "
+            "or empty directory")
+    probe = d
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConvNetVAEError(f"model_dir {str(d)!r} cannot be created: {str(probe)!r} is a file")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".convnetvae-write-test-", dir=probe)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as err:
+        raise ConvNetVAEError(f"model_dir {str(d)!r} is not writable ({str(probe)!r}: "
+                              f"{err.strerror}); choose another directory") from None
+    return d
 
 
 def _version() -> str:
@@ -334,47 +396,98 @@ def model_info(model_dir: str | os.PathLike) -> dict:
 
 def project_from_r(matrices: Mapping[str, Any], feature_names: Mapping[str, Sequence[str]],
                    cell_names: Sequence[str], obs: Any = None, batch_key: str | None = None,
-                   model_dir: str | os.PathLike = "", config: Mapping[str, Any] | None = None
-                   ) -> dict:
+                   model_dir: str | os.PathLike = "", config: Mapping[str, Any] | None = None,
+                   emit: Callable[[str], Any] | None = None) -> dict:
     """Embed cells with a saved model: rebin onto the model's bins, then take the latent means.
 
     Bins of the model that the new data does not cover count as zero; data outside the model's
-    bins is ignored. Batch labels must be among those the model was trained with.
+    bins is ignored. Batch labels must be among those the model was trained with, unless
+    ``config["adapt"]`` is true: then new batches are mapped onto the model as queries
+    (:meth:`ConvNetVAE.load_query_data`: only the new batches' parameters train, on these cells;
+    training settings come in ``config["extra"]``). The saved model is never changed.
 
     Returns
     -------
     dict
-        ``embedding`` (encoded), ``history`` (empty), ``config`` (the model's), ``bins``.
+        ``embedding`` (encoded), ``history`` (the adaptation's, else empty), ``config`` (the
+        model's, plus ``query`` when adapted), ``bins``, ``messages``, ``warnings``.
     """
+    from .report import Reporter
+
+    cfg = dict(config or {})
+    rep = Reporter(emit, cfg.get("verbose", True))
+    with rep.capture():
+        out = _project(matrices, feature_names, cell_names, obs, batch_key, model_dir, cfg, rep)
+    return {**out, **rep.result()}
+
+
+def _project(matrices: Mapping[str, Any], feature_names: Mapping[str, Sequence[str]],
+             cell_names: Sequence[str], obs: Any, batch_key: str | None,
+             model_dir: str | os.PathLike, cfg: dict, rep: Any) -> dict:
     from ..api import ConvNetVAE
 
     info = model_info(model_dir)
-    cfg = dict(config or {})
     modalities = [str(m) for m in matrices]
     if modalities != info["modalities"]:
         raise ConvNetVAEError(
             f"the model in {str(model_dir)!r} was trained on modalities {info['modalities']} "
             f"(in that order) but {modalities} were given")
-    embed = settings.make(EmbedSettings, names="r", **dict(cfg.get("extra") or {}))
+    adapt = bool(cfg.get("adapt", False))
+    extra = dict(cfg.get("extra") or {})
+    if adapt:
+        (train_kw,) = settings.split(extra, [TrainSettings], names="r")
+        embed = EmbedSettings(device=train_kw.get("device", "auto"))
+    else:
+        embed, train_kw = settings.make(EmbedSettings, names="r", **extra), {}
     full = inputs_to_anndata(matrices, feature_names, cell_names, obs, bin_size=info["bin_size"])
     saved = model_format.read(model_dir).config["bins"]
     adata = _reindex_bins(full, saved, modalities, model_dir)
-    model_batch_key = info["batch_key"]
-    if model_batch_key is not None:
-        if batch_key is None or batch_key not in adata.obs.columns:
-            if len(info["batch_categories"]) == 1:
-                adata.obs[model_batch_key] = info["batch_categories"][0]
-            else:
-                raise ConvNetVAEError(
-                    f"the model was trained with batches {info['batch_categories']} (columns "
-                    f"{info['group_by_vars'] or [model_batch_key]}); give the batch of each cell "
-                    "(group.by.vars)")
-        elif batch_key != model_batch_key:
-            adata.obs[model_batch_key] = adata.obs[batch_key]
-    model = ConvNetVAE.load(model_dir, adata, device=embed.device)
-    z = model.get_latent_representation(adata, batch_size=embed.batch_size)
-    return {"embedding": encode_dense(z), "history": {}, "config": _plain(info),
+    key, new = _project_batches(adata, batch_key, info, adapt)
+    if not new:
+        model = ConvNetVAE.load(model_dir, adata, device=embed.device)
+        z = model.get_latent_representation(adata, batch_size=embed.batch_size)
+        return {"embedding": encode_dense(z), "history": {}, "config": _plain(info),
+                "bins": [str(b) for b in adata.var_names]}
+    reference = ConvNetVAE.load(model_dir, device=embed.device)
+    model = ConvNetVAE.load_query_data(adata, reference, batch_key=key, device=embed.device)
+    rep.message(f"adapting the model to the new batches {new}: training only their "
+                f"{model.query_['trainable_parameters']:,} parameters on these cells; the "
+                "model's own weights stay as they are.")
+    _train(model, adata, train_kw, rep)
+    z = model.get_latent_representation(batch_size=embed.batch_size)
+    return {"embedding": encode_dense(z), "history": _history_columns(model.history_),
+            "config": _plain({**info, "query": model.query_, "train": model.train_config}),
             "bins": [str(b) for b in adata.var_names]}
+
+
+def _project_batches(adata: ad.AnnData, batch_key: str | None, info: dict, adapt: bool
+                     ) -> tuple[str | None, list[str]]:
+    """Put the cells' batches in the model's batch column; returns that column and the batches
+    the model does not know (an error unless ``adapt``)."""
+    model_key, known = info["batch_key"], list(info["batch_categories"])
+    if batch_key is None or batch_key not in adata.obs.columns:
+        if model_key is not None and len(known) > 1:
+            raise ConvNetVAEError(
+                f"the model was trained with batches {known} (columns "
+                f"{info['group_by_vars'] or [model_key]}); give the batch of each cell "
+                "(group.by.vars)")
+        if model_key is not None:
+            adata.obs[model_key] = known[0]
+        return model_key, []
+    labels = adata.obs[batch_key].astype(str)
+    new = sorted(set(labels) - set(known))
+    if model_key is not None and model_key != batch_key:
+        adata.obs[model_key] = labels.to_numpy()
+    key = model_key if model_key is not None else batch_key
+    if new and not adapt:
+        raise ConvNetVAEError(
+            f"batch labels {new[:5]} in the group.by.vars column {batch_key!r} were not seen when "
+            f"the model was trained (known: {known or 'none: trained without batches'}). To "
+            "map new samples onto the model, use adapt = TRUE: it trains only the new batches' "
+            "parameters on these cells and leaves the model's weights as they are")
+    if not adapt and model_key is None:
+        return None, []  # a model without batches ignores them
+    return key, new
 
 
 def _reindex_bins(full: ad.AnnData, saved_bins: Mapping[str, list], modalities: Sequence[str],
