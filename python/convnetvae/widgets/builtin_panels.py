@@ -199,7 +199,9 @@ class TrainPanel:
         if model is None or not cfg["continue_training"]:
             model = ConvNetVAE(wb.adata, **model_kw)
         wb.use_model(model)  # new weights from now on: cached embeddings are stale
-        if cfg["embed_when_done"]:
+        embed = wb.panels.get("Embed & cluster")
+        if cfg["embed_when_done"] and embed is not None and \
+                embed.widgets["layout"].value == "umap":
             warm_up_layout()
         self.stop_event = threading.Event()
         self.done.clear()

@@ -40,6 +40,12 @@ class Dropdown(w.Dropdown):
                 self.index = index
             return
         super()._propagate_value(change)
+
+    @observe("options")
+    def _propagate_options(self, change: Any) -> None:
+        super()._propagate_options(change)
+        if self.index is None and self.value is None and None in self._options_values:
+            self.index = self._options_values.index(None)
 _LABEL_STYLE = {"description_width": "130px"}
 _LAYOUT = {"width": "98%"}
 

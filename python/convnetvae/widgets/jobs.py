@@ -192,6 +192,8 @@ class Job:
             return
         try:
             self._finish(req, result, error, seconds)
+            if req.on_done is not None:  # before idle: wait() returns once all is done
+                req.on_done(result, error)
         finally:
             if self.button is not None:
                 self.button.disabled = False
@@ -201,8 +203,6 @@ class Job:
             with self._lock:
                 self._running = None
                 self._idle.set()
-        if req.on_done is not None:
-            req.on_done(result, error)
 
     def _finish(self, req: _Request, result: Any, error: BaseException | None,
                 seconds: float) -> None:

@@ -71,8 +71,8 @@ class EmbeddingView:
         columns start as ``"unselected"``); ``saved_columns`` lists the columns written so.
     figure_format, save_figure, figure_info
         Save the embedding as PNG, SVG or PDF (file in the working directory + download link).
-    n_renders, render_seconds
-        Updates of the plot and the time of the last.
+    n_renders, render_seconds, render_cpu_seconds
+        Updates of the plot and the wall and CPU time of the last.
     """
 
     def __init__(self, adata: Any, on_change: Callable[[], None] | None = None) -> None:
@@ -80,6 +80,7 @@ class EmbeddingView:
         self.on_change = on_change or (lambda: None)
         self.n_renders = 0
         self.render_seconds = 0.0
+        self.render_cpu_seconds = 0.0
         self.scatter: Any = None
         self.frame: pd.DataFrame | None = None
         self.saved_columns: list[str] = []  # obs columns written from lasso selections
@@ -177,7 +178,7 @@ class EmbeddingView:
             df[name] = pd.Categorical(np.asarray(cat.astype(str)), categories=cats)
             cols = categorical_palette(len(cats))
             return df, {"by": name, "map": {c: tuple(cols[i]) for i, c in enumerate(cats)},
-                        "order": cats, "n": len(cats)}
+                        "n": len(cats)}
         v = np.asarray(values, dtype=float)
         lo, hi = clip_range(v)
         df[name] = np.clip(np.nan_to_num(v, nan=lo), lo, hi)
@@ -193,7 +194,7 @@ class EmbeddingView:
             self.plot.children = [self.message]
             self.caption.value = ""
             return
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             df, enc = self._frame(basis, color)
             self._show(df, enc, new_basis=self.frame is None or self._basis != basis)
@@ -205,6 +206,7 @@ class EmbeddingView:
         self.caption.value = self._caption(basis, color, enc)
         self.n_renders += 1
         self.render_seconds = time.perf_counter() - t0
+        self.render_cpu_seconds = time.process_time() - c0
 
     def _show(self, df: pd.DataFrame, enc: dict, new_basis: bool) -> None:
         from jscatter import Scatter
@@ -212,8 +214,7 @@ class EmbeddingView:
         n = len(df)
         size = float(np.clip(12.0 - 2.0 * np.log10(max(n, 1)), 1.5, 8.0))
         props = ["cell"] + ([enc["by"]] if enc.get("by") else [])
-        color_kw = {k: v for k, v in enc.items() if k in ("by", "map", "norm", "order",
-                                                            "default")}
+        color_kw = {k: v for k, v in enc.items() if k in ("by", "map", "norm", "default")}
         if enc.get("by") and "range" in enc:
             lo, hi = enc["range"]
             color_kw["labeling"] = (f"{lo:.3g} (1st pct.)", f"{hi:.3g} (99th pct.)", enc["by"])
@@ -225,6 +226,9 @@ class EmbeddingView:
             self.scatter.widget.observe(self._on_selection, names="selection")
             self.scatter.widget.add_class("convnetvae-scatter")
         else:
+            # the old colour column may be gone from the new frame: unset it first
+            self.scatter.color(by=None, order=None, skip_widget_update=True)
+            self.scatter.tooltip(properties=["cell"])
             self.scatter.data(df, reset_scales=new_basis, zoom_view=new_basis)
             self.scatter.size(default=size)
             if not enc.get("by"):
@@ -354,6 +358,7 @@ class GenomeTrackView:
         self.get_latent = get_latent or (lambda: None)
         self.tracks = None
         self.n_renders = 0
+        self.max_groups = 12  # the largest groups shown; the others are named in a note
         has_bins = {"chrom", "start", "end"} <= set(adata.var.columns) and adata.n_vars > 0
         self.region = w.Text(value=default_region(adata.var) if has_bins else "",
                              description="Region", placeholder="chr1:0-2,000,000 (Enter)",
@@ -405,7 +410,7 @@ class GenomeTrackView:
             if not mods:
                 raise ConvNetVAEError("choose at least one modality to show")
             tracks = compute_tracks(self.adata, inputs["region"], inputs["group_by"], mods,
-                                    model=model, latent=latent)
+                                    model=model, latent=latent, max_groups=self.max_groups)
             return tracks, figure_to_png(tracks_figure(tracks))
 
         self.job.submit(compute, inputs, self._show, wait=wait)
