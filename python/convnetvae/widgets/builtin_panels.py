@@ -71,6 +71,15 @@ def _guess(adata: Any, names: tuple[str, ...]) -> str | None:
     return None
 
 
+def first_list(*candidates: Any) -> list[str]:
+    """The first non-empty candidate as a list of str (``uns`` lists come back from an h5ad
+    file as numpy arrays, whose truth value is ambiguous)."""
+    for c in candidates:
+        if c is not None and len(c) > 0:
+            return [str(x) for x in c]
+    return []
+
+
 def _summary_html(adata: Any, reg: dict) -> str:
     mods = reg["modalities"]
     rows = []
@@ -98,8 +107,8 @@ def data_panel(wb: Any) -> Panel:
     """The data panel: modalities, batch and label columns, and a summary of the data."""
     adata = wb.adata
     reg = adata.uns.get("convnetvae") if isinstance(adata.uns.get("convnetvae"), dict) else {}
-    mods_default = tuple(reg.get("modalities") or adata.uns.get("modalities")
-                         or list(adata.layers.keys()))
+    mods_default = tuple(first_list(reg.get("modalities"), adata.uns.get("modalities"),
+                                    adata.layers.keys()))
     batch_default = reg.get("batch_key", _guess(adata, _BATCH_GUESSES)) if reg else \
         _guess(adata, _BATCH_GUESSES)
     labels_default = reg.get("labels_key", _guess(adata, _LABEL_GUESSES)) if reg else \

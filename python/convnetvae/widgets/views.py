@@ -20,6 +20,7 @@ from typing import Any
 import ipywidgets as w
 import numpy as np
 import pandas as pd
+from jscatter import Scatter
 
 from ..errors import ConvNetVAEError
 from .annotations import ObsColumn, categorical_columns
@@ -90,7 +91,7 @@ class EmbeddingView:
         self.message = html_box("no embedding yet: train a model, then embed", "info")
         self.caption = w.HTML("")
         self.caption.add_class("convnetvae-embedding-caption")
-        self.plot = w.Box([self.message], layout=w.Layout(width="100%", min_height="120px"))
+        self.plot = w.VBox([self.message], layout=w.Layout(width="100%", min_height="120px"))
         self.plot.add_class("convnetvae-embedding-plot")
         self._selection_row()
         self._figure_row()
@@ -114,10 +115,11 @@ class EmbeddingView:
         self.selection_label = w.Text(value="selected", description="Label", style=_STYLE,
                                       layout=w.Layout(width="220px"))
         self.save_selection = w.Button(description="Save selection to obs", icon="save",
-                                       disabled=True)
+                                       disabled=True, layout=w.Layout(width="auto"))
         self.save_selection.add_class("convnetvae-save-selection")
         self.save_selection.on_click(lambda _b: self.write_selection())
-        self.clear_selection = w.Button(description="Clear", disabled=True)
+        self.clear_selection = w.Button(description="Clear", disabled=True,
+                                        layout=w.Layout(width="auto"))
         self.clear_selection.on_click(lambda _b: self.select(None))
         self.selection_box = w.VBox([self.selection_info, w.HBox(
             [self.selection_column, self.selection_label, self.save_selection,
@@ -209,8 +211,10 @@ class EmbeddingView:
         self.render_cpu_seconds = time.process_time() - c0
 
     def _show(self, df: pd.DataFrame, enc: dict, new_basis: bool) -> None:
-        from jscatter import Scatter
-
+        """A new scatter widget for every change, keeping the old one's view (zoom, pan) when
+        only the colour changed, and the selection. (Updating one widget's points while its
+        previous draw is still running makes jupyter-scatter drop the update, so quick
+        successive changes could leave stale colours on screen; a new widget cannot.)"""
         n = len(df)
         size = float(np.clip(12.0 - 2.0 * np.log10(max(n, 1)), 1.5, 8.0))
         props = ["cell"] + ([enc["by"]] if enc.get("by") else [])
@@ -218,25 +222,30 @@ class EmbeddingView:
         if enc.get("by") and "range" in enc:
             lo, hi = enc["range"]
             color_kw["labeling"] = (f"{lo:.3g} (1st pct.)", f"{hi:.3g} (99th pct.)", enc["by"])
-        if self.scatter is None:
-            self.scatter = Scatter(data=df, x="x", y="y", height=520, size=size, axes=False,
-                                   legend=True, legend_position="top-right",
-                                   tooltip=True, tooltip_properties=props)
-            self.scatter.color(**color_kw)
-            self.scatter.widget.observe(self._on_selection, names="selection")
-            self.scatter.widget.add_class("convnetvae-scatter")
-        else:
-            # the old colour column may be gone from the new frame: unset it first
-            self.scatter.color(by=None, order=None, skip_widget_update=True)
-            self.scatter.tooltip(properties=["cell"])
-            self.scatter.data(df, reset_scales=new_basis, zoom_view=new_basis)
-            self.scatter.size(default=size)
-            if not enc.get("by"):
-                self.scatter.color(by=None, default=enc["default"])
-            else:
-                self.scatter.color(**color_kw)
-            self.scatter.tooltip(properties=props)
-        self.plot.children = [self.scatter.show()]
+        old = self.scatter
+        view: dict[str, Any] = {}
+        selection = self.selected
+        if old is not None and not new_basis:
+            ow = old.widget
+            view = {"camera_target": list(ow.camera_target),
+                    "camera_distance": float(ow.camera_distance),
+                    "camera_view": list(ow.camera_view) if ow.camera_view is not None else None}
+        scatter = Scatter(data=df, x="x", y="y", height=520, size=size, axes=False,
+                          legend=True, legend_position="top-right", tooltip=True,
+                          tooltip_properties=props, **{k: v for k, v in view.items()
+                                                       if v is not None})
+        scatter.color(**color_kw)
+        if selection.size:
+            scatter.selection(selection)
+        widget = scatter.widget
+        widget.observe(self._on_selection, names="selection")
+        widget.add_class("convnetvae-scatter")
+        widget.layout = w.Layout(width="100%")
+        self.scatter = scatter
+        self.plot.children = [scatter.show()]
+        if old is not None:
+            old.widget.unobserve(self._on_selection, names="selection")
+            old.widget.close()
 
     def _caption(self, basis: str, color: str | None, enc: dict) -> str:
         text = f"<b>{html.escape(basis)}</b>: {self.adata.n_obs:,} cells"
@@ -269,8 +278,8 @@ class EmbeddingView:
         n = self.selected.size
         self.save_selection.disabled = self.clear_selection.disabled = n == 0
         if n:
-            self.selection_info.value = (f"<b>{n:,}</b> cells selected: name a column and a "
-                                         "label, then save")
+            self.selection_info.value = (f"<b>{n:,}</b> cell{'s' * (n != 1)} selected: name a "
+                                         "column and a label, then save")
         else:
             self.selection_info.value = ("no cells selected: choose the lasso in the plot's "
                                          "toolbar (or hold Shift) and draw around cells")
@@ -303,7 +312,7 @@ class EmbeddingView:
         except ConvNetVAEError as exc:
             self.selection_info.value = error_widget(exc).value
             raise
-        self.selection_info.value = (f"<b>{rows.size:,}</b> cells written to "
+        self.selection_info.value = (f"<b>{rows.size:,}</b> cell{'s' * (rows.size != 1)} written to "
                                      f"<code>obs[{html.escape(column)!r}]</code> as "
                                      f"<i>{html.escape(label)}</i>")
         self.selection_info.add_class("convnetvae-selection-saved")

@@ -25,7 +25,7 @@ import pandas as pd
 
 from ..errors import ConvNetVAEError
 from ..evaluate.embedding import CLUSTER_KEY
-from .builtin_panels import TrainPanel, data_panel, embed_panel, evaluate_panel, export_panel
+from .builtin_panels import TrainPanel, data_panel, embed_panel, evaluate_panel, export_panel, first_list
 from .panel import Panel, panel
 from .views import EmbeddingView, GenomeTrackView
 
@@ -96,7 +96,7 @@ class Workbench:
         self._context = _Context(self)
         self.model_version = 0  # bumped whenever the model's weights may change
         self._latent_version: int | None = None  # model_version of obsm["X_convnetvae"]
-        mods = list(reg.get("modalities") or adata.uns.get("modalities") or adata.layers.keys())
+        mods = first_list(reg.get("modalities"), adata.uns.get("modalities"), adata.layers.keys())
         self.embedding = EmbeddingView(adata, on_change=self.refresh)
         self.tracks = GenomeTrackView(adata, mods, get_model=self._trained_model,
                                       get_latent=self._current_latent)
