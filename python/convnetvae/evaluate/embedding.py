@@ -76,7 +76,10 @@ def embed_and_cluster(adata: Any, model: Any, resolution: float = 1.0, method: s
         raise ConvNetVAEError(f"layout must be 'umap' or 'pca', got {layout!r}")
     if labels_key and labels_key not in adata.obs.columns:
         raise ConvNetVAEError(f"labels_key {labels_key!r} is not a column of adata.obs")
-    z = np.asarray(model.get_latent_representation(adata), dtype=np.float32)
+    # small minibatches on a CPU: the cells x modalities x bins input of a large one falls out
+    # of cache (25,000 bins: 32 cells take 2.4x less CPU time than 512)
+    batch = 32 if getattr(getattr(model, "device", None), "type", "cpu") == "cpu" else 512
+    z = np.asarray(model.get_latent_representation(adata, batch_size=batch), dtype=np.float32)
     adata.obsm[LATENT_KEY] = z
     k = int(min(n_neighbors, adata.n_obs - 1))
     nbrs = knn(z, k=k, seed=seed)

@@ -428,18 +428,30 @@ _warmed = False
 
 
 def warm_up_layout() -> None:
-    """Import umap (and so pynndescent, which compiles numba code for about 15 s at import) in
-    a background thread while training runs, so the UMAP after training does not wait for it."""
+    """Prepare UMAP in a background thread while training runs: import umap (pynndescent
+    compiles numba code for about 15 s at import) and lay out 64 random points the way
+    :func:`~convnetvae.evaluate.embedding.embed_and_cluster` does (numba compiles UMAP's
+    optimiser on first use), so the embedding after training waits for neither."""
     global _warmed
     with _WARM:
         if _warmed:
             return
         _warmed = True
+    threading.Thread(target=_warm_umap, name="convnetvae-warm-umap", daemon=True).start()
 
-    def _import() -> None:
-        try:
-            import umap  # noqa: F401
-        except Exception:  # the layout itself will say what is wrong
-            pass
 
-    threading.Thread(target=_import, name="convnetvae-warm-umap", daemon=True).start()
+def _warm_umap() -> None:
+    try:
+        import anndata
+        import scanpy as sc
+
+        from ..evaluate.embedding import store_neighbors
+        from ..evaluate.neighbors import knn
+
+        z = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
+        a = anndata.AnnData(obs=pd.DataFrame(index=[str(i) for i in range(64)]))
+        a.obsm[LATENT_KEY] = z
+        store_neighbors(a, knn(z, k=14), "warm")
+        sc.tl.umap(a, neighbors_key="warm", maxiter=2)
+    except Exception:  # the real layout will say what is wrong
+        pass

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import html
 import re
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +36,9 @@ PREFERRED_BASES = ("X_umap", "X_convnetvae_umap", "X_tsne", "X_convnetvae", "X_p
 #: value of the selection column for cells outside every saved selection
 UNSELECTED = "unselected"
 _STYLE = {"description_width": "80px"}
+#: a replaced scatter widget is closed this many seconds later (its front-end view may still
+#: be sending its last messages; closing at once makes the page log "no comm channel")
+_CLOSE_AFTER_S = 30.0
 
 
 def embedding_bases(adata: Any) -> list[str]:
@@ -243,9 +247,11 @@ class EmbeddingView:
         widget.layout = w.Layout(width="100%")
         self.scatter = scatter
         self.plot.children = [scatter.show()]
-        if old is not None:
+        if old is not None:  # closed a little later: its view may still be finishing a draw
             old.widget.unobserve(self._on_selection, names="selection")
-            old.widget.close()
+            timer = threading.Timer(_CLOSE_AFTER_S, old.widget.close)
+            timer.daemon = True
+            timer.start()
 
     def _caption(self, basis: str, color: str | None, enc: dict) -> str:
         text = f"<b>{html.escape(basis)}</b>: {self.adata.n_obs:,} cells"
