@@ -205,7 +205,7 @@ def main() -> None:
         embed = {c: _fresh("embed_case", work, c) for c in ("new", "fresh_embed", "old_layout")}
         load_after = os.getloadavg()
     result = {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "data": "simulate(n_cells=3000, n_bins=25000, 3 modalities, 8 types, 2 batches); default model, 1 epoch",
         "machine": {"cpus": os.cpu_count(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
                     "load_average_before": [round(x, 2) for x in load_before],

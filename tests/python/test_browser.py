@@ -148,7 +148,7 @@ def _lasso(page, out: Path) -> None:
 
 
 @pytest.mark.browser
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(480)
 def test_workbench_in_voila_never_freezes_and_lasso_lands_in_obs(tmp_path):
     if not CHROMIUM.exists():
         pytest.skip("/usr/bin/chromium is not installed (make setup installs it)")
@@ -236,4 +236,4 @@ def test_workbench_in_voila_never_freezes_and_lasso_lands_in_obs(tmp_path):
     for name in ("01-tracks-while-training.png", "02-trained.png", "03-lasso-saved.png",
                  "04-coloured-by-cluster.png"):
         assert (OUT / name).stat().st_size > 10_000
-    assert elapsed < 220, f"browser test took {elapsed:.0f} s"
+    assert elapsed < 450, f"browser test took {elapsed:.0f} s"
