@@ -194,3 +194,21 @@ def test_export_clusters_and_selections_to_csv_and_h5ad(trained, tmp_path):
     ex(path=str(tmp_path / "all"), file_format="h5ad")
     back = ad.read_h5ad(tmp_path / "all.h5ad")
     assert (back.obs["lasso_a"] == "A").sum() == 100 and "convnetvae_clusters" in back.obs
+
+
+def test_an_auto_call_panel_shows_the_latest_values_only():
+    gate = threading.Event()
+    seen = []
+
+    def echo(n: int = 0) -> int:
+        gate.wait(30)
+        seen.append(n)
+        return n
+
+    p = panel(echo, auto_call=True, background=True)
+    for n in (1, 2, 3):  # quick successive edits while the first one runs
+        p.widgets["n"].value = n
+    gate.set()
+    assert p.wait(30)
+    assert seen[-1] == 3 and 2 not in seen  # 2 was replaced by 3 before it ran
+    assert p.result == 3 and "n=3" in p.caption.value

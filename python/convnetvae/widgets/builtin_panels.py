@@ -131,8 +131,9 @@ def data_panel(wb: Any) -> Panel:
         """
         if not modalities:
             raise ConvNetVAEError("choose at least one modality (a layer of adata)")
-        if wb.is_training:
-            raise ConvNetVAEError("training is running: stop it before changing the data setup")
+        if wb.is_training or "Embed & cluster" in wb.busy():
+            raise ConvNetVAEError("training or embedding is running: wait for it (or stop "
+                                  "training) before changing the data setup")
         from ..api import ConvNetVAE
 
         ConvNetVAE.setup_anndata(adata, modalities=list(modalities), batch_key=batch_key,

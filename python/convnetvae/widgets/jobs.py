@@ -145,6 +145,13 @@ class Job:
             self.thread.start()
         return True
 
+    def refuse(self) -> None:
+        """Count a request that arrived while busy and say so in the running note."""
+        with self._lock:
+            self.n_refused += 1
+            self._refused_now += 1
+            self._show_running(self._running)
+
     def wait(self, timeout: float | None = None) -> bool:
         """Block until no action runs; ``True`` if idle."""
         return self._idle.wait(timeout)

@@ -225,8 +225,8 @@ class Panel:
         refused with a note in the panel, never queued.
         """
         wait = (not self.background) if wait is None else wait
-        if self.job.busy:
-            self.job.submit(lambda: None, {}, lambda _r: [])  # refused, with a visible note
+        if self.job.busy and (wait or self.job.when_busy != "latest"):
+            self.job.refuse()  # refused, with a visible note; never queued
             return None
         try:
             kwargs = self.values
