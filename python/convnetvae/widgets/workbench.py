@@ -17,6 +17,7 @@ VS Code and Voila all show it.
 from __future__ import annotations
 
 import html
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -94,6 +95,7 @@ class Workbench:
         self.labels_key = labels_key or reg.get("labels_key") or next(
             (c for c in ("cell_type", "celltype", "labels", "label") if c in adata.obs), None)
         self._context = _Context(self)
+        self._refresh_lock = threading.RLock()
         self.model_version = 0  # bumped whenever the model's weights may change
         self._latent_version: int | None = None  # model_version of obsm["X_convnetvae"]
         mods = first_list(reg.get("modalities"), adata.uns.get("modalities"), adata.layers.keys())
@@ -200,10 +202,11 @@ class Workbench:
 
     def refresh(self) -> None:
         """Re-read the AnnData in every view and panel (new obs columns, obsm keys)."""
-        for p in self.panels.values():
-            p.refresh_choices()
-        self.tracks.refresh()
-        self.embedding.refresh()
+        with self._refresh_lock:  # background actions may finish at the same time
+            for p in self.panels.values():
+                p.refresh_choices()
+            self.tracks.refresh()
+            self.embedding.refresh()
 
     # ---- model ---------------------------------------------------------------------------
     @property
@@ -307,8 +310,9 @@ class Workbench:
         if labels_key:
             lines.append(f"against <i>{html.escape(labels_key)}</i>: ARI "
                          f"<b>{res.scores['ARI']:.3f}</b>, NMI <b>{res.scores['NMI']:.3f}</b>")
-        for p in self.panels.values():
-            p.refresh_choices()
-        self.embedding.refresh(basis=res.basis, color=CLUSTER_KEY)
-        self.tracks.refresh(group_by=CLUSTER_KEY)
+        with self._refresh_lock:
+            for p in self.panels.values():
+                p.refresh_choices()
+            self.embedding.refresh(basis=res.basis, color=CLUSTER_KEY)
+            self.tracks.refresh(group_by=CLUSTER_KEY)
         return w.HTML("<br>".join(lines))
