@@ -77,4 +77,5 @@ def test_workbench_notebook_runs(tmp_path):
     assert "'ARI'" in text and "'NMI'" in text
     assert "X_convnetvae_umap" in text  # the UMAP layout of the latent space is shown
     assert "cells above" in text
+    assert "cluster 0 by hand" in text and "wrote" in text  # a selection in obs, exported
     assert "overall" in text  # the scIB table

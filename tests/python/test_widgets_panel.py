@@ -60,7 +60,9 @@ def test_every_supported_annotation_gets_its_widget_and_value(adata, tmp_path):
         return dict(locals())
 
     p = panel(f, adata)
-    kinds = {name: type(wid) for name, wid in p.widgets.items()}
+    # dropdowns are ipywidgets Dropdowns whose None choice shows its label (fields.Dropdown)
+    kinds = {name: w.Dropdown if isinstance(wid, w.Dropdown) else type(wid)
+             for name, wid in p.widgets.items()}
     assert kinds == {
         "n": w.IntSlider, "k": w.IntText, "bounded": w.BoundedIntText, "x": w.FloatText,
         "y": w.FloatSlider, "mode": w.Dropdown, "colour": w.Dropdown, "flag": w.Checkbox,

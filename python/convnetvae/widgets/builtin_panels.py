@@ -1,7 +1,9 @@
-"""The workbench's built-in panels: data, train, embed & cluster, evaluate.
+"""The workbench's built-in panels: data, train, embed & cluster, evaluate, export.
 
 Each is an ordinary annotated function turned into a form with :func:`panel`, exactly as a
-user's own panel is; the train panel adds a stop button, a progress bar and a live loss curve.
+user's own panel is; the train panel adds a stop button, and a monitor (progress bar, status,
+live loss curve) that the workbench keeps visible above its panels. Embed & cluster, Evaluate
+and Export run in the background.
 The functions reach the workbench through a closure, so they stay plain functions; they read its
 ``adata``, ``model`` and ``labels_key`` and change it only through its public methods
 (``use_data``, ``use_model``, ``record_scib``, ``embed_and_cluster``, ``refresh``). This module
@@ -13,6 +15,7 @@ from __future__ import annotations
 import html
 import inspect
 import threading
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import ipywidgets as w
@@ -68,6 +71,15 @@ def _guess(adata: Any, names: tuple[str, ...]) -> str | None:
     return None
 
 
+def first_list(*candidates: Any) -> list[str]:
+    """The first non-empty candidate as a list of str (``uns`` lists come back from an h5ad
+    file as numpy arrays, whose truth value is ambiguous)."""
+    for c in candidates:
+        if c is not None and len(c) > 0:
+            return [str(x) for x in c]
+    return []
+
+
 def _summary_html(adata: Any, reg: dict) -> str:
     mods = reg["modalities"]
     rows = []
@@ -95,8 +107,8 @@ def data_panel(wb: Any) -> Panel:
     """The data panel: modalities, batch and label columns, and a summary of the data."""
     adata = wb.adata
     reg = adata.uns.get("convnetvae") if isinstance(adata.uns.get("convnetvae"), dict) else {}
-    mods_default = tuple(reg.get("modalities") or adata.uns.get("modalities")
-                         or list(adata.layers.keys()))
+    mods_default = tuple(first_list(reg.get("modalities"), adata.uns.get("modalities"),
+                                    adata.layers.keys()))
     batch_default = reg.get("batch_key", _guess(adata, _BATCH_GUESSES)) if reg else \
         _guess(adata, _BATCH_GUESSES)
     labels_default = reg.get("labels_key", _guess(adata, _LABEL_GUESSES)) if reg else \
@@ -119,8 +131,9 @@ def data_panel(wb: Any) -> Panel:
         """
         if not modalities:
             raise ConvNetVAEError("choose at least one modality (a layer of adata)")
-        if wb.is_training:
-            raise ConvNetVAEError("training is running: stop it before changing the data setup")
+        if wb.is_training or "Embed & cluster" in wb.busy():
+            raise ConvNetVAEError("training or embedding is running: wait for it (or stop "
+                                  "training) before changing the data setup")
         from ..api import ConvNetVAE
 
         ConvNetVAE.setup_anndata(adata, modalities=list(modalities), batch_key=batch_key,
@@ -159,13 +172,17 @@ class TrainPanel:
                                       layout=w.Layout(width="98%"))
         self.status = w.HTML("not trained yet")
         self.status.add_class("convnetvae-train-status")
-        self.loss_image = w.Image(format="png", layout=w.Layout(max_width="100%"))
+        self.loss_image = w.Image(format="png", layout=w.Layout(max_width="100%",
+                                                                display="none"))
         self.loss_image.add_class("convnetvae-loss")
+        #: progress, status and loss: shown above the workbench's panels, whichever are open
+        self.monitor = w.VBox([self.progress, self.status, self.loss_image],
+                              layout=w.Layout(width="100%"))
+        self.monitor.add_class("convnetvae-train-monitor")
         box = self.panel.box
         kids = list(box.children)
         i = kids.index(self.panel.button)
         kids[i] = w.HBox([self.panel.button, self.stop_button])
-        kids[i + 1:i + 1] = [self.progress, self.status, self.loss_image]
         box.children = kids
 
     # ---- control -----------------------------------------------------------------------
@@ -181,6 +198,9 @@ class TrainPanel:
             raise ConvNetVAEError("training is already running: press Stop or wait for it")
         if "convnetvae" not in wb.adata.uns:
             raise ConvNetVAEError("the data is not set up: press Apply in the Data panel first")
+        others = [n for n in wb.busy() if n in ("Embed & cluster", "Data")]
+        if others:
+            raise ConvNetVAEError(f"{others[0]} is running: wait for it, then train")
         from ..api import ConvNetVAE
 
         model = wb.model
@@ -188,7 +208,11 @@ class TrainPanel:
         train_kw = {k: v for k, v in cfg.items() if k in _names(TrainSettings)}
         if model is None or not cfg["continue_training"]:
             model = ConvNetVAE(wb.adata, **model_kw)
-            wb.use_model(model)
+        wb.use_model(model)  # new weights from now on: cached embeddings are stale
+        embed = wb.panels.get("Embed & cluster")
+        if cfg["embed_when_done"] and embed is not None and \
+                embed.widgets["layout"].value == "umap":
+            warm_up_layout()
         self.stop_event = threading.Event()
         self.done.clear()
         self.error = None
@@ -198,6 +222,7 @@ class TrainPanel:
         self.progress.value = 0
         self.progress.bar_style = "info"
         self.stop_button.disabled = False
+        self.loss_image.layout.display = None
         self.status.value = f"training {html.escape(model.module.config.architecture)} &hellip;"
         self._render_loss(self.progress.max)
         self.thread = threading.Thread(target=self._worker, name="convnetvae-train",
@@ -269,7 +294,7 @@ class TrainPanel:
             self.stop_button.disabled = True
         try:
             if embed_when_done and self.error is None and model.is_trained:
-                self.wb.panels["Embed & cluster"].run()
+                self.wb.panels["Embed & cluster"].run(wait=True)
             self.wb.refresh()
         finally:
             self.done.set()
@@ -303,7 +328,7 @@ def embed_panel(wb: Any) -> Panel:
 
     # runs from the training thread too: do not swap sys.stdout under the user's feet
     p = panel(embed_and_cluster, wb.adata, title="Embed & cluster", button_text="Embed",
-              capture_stdout=False)
+              capture_stdout=False, background=True)
     if wb.labels_key in wb.adata.obs.columns:
         p.widgets["labels_key"].value = wb.labels_key
     return p
@@ -345,5 +370,89 @@ def evaluate_panel(wb: Any) -> Panel:
         wb.record_scib(table)
         return table
 
-    p = panel(evaluate, wb.adata, title="Evaluate", button_text="Evaluate")
-    return p
+    return panel(evaluate, wb.adata, title="Evaluate", button_text="Evaluate",
+                 capture_stdout=False, background=True)
+
+
+def export_panel(wb: Any) -> Panel:
+    """Export clusters, selections (or any obs columns) and the 2D layout to CSV, or the whole
+    AnnData to an h5ad file."""
+
+    def export(columns: list[ObsColumn] = (),
+               path: Path = Path("convnetvae_cells.csv"),
+               file_format: Literal["csv", "h5ad"] = "csv",
+               with_layout: bool = True) -> w.HTML:
+        """Write the chosen obs columns (clusters, saved lasso selections...) to a CSV file, one
+        row per cell, or the AnnData with all its columns to an h5ad file.
+
+        Parameters
+        ----------
+        columns
+            obs columns to write to the CSV (none chosen: the clusters and the saved lasso
+            selections; the AnnData holds them all already).
+        path
+            File to write (relative to the notebook's folder).
+        file_format
+            csv: cell id and the chosen columns; h5ad: the whole AnnData.
+        with_layout
+            Add the 2D coordinates shown in the Embedding view to the CSV.
+        """
+        path = Path(path)
+        if file_format == "h5ad":
+            if path.suffix != ".h5ad":
+                path = path.with_suffix(".h5ad")
+            wb.adata.write_h5ad(path)
+            what = "the AnnData (all obs columns, embeddings and layers)"
+        else:
+            columns = list(columns) or [c for c in [CLUSTER_KEY, *wb.embedding.saved_columns]
+                                        if c in wb.adata.obs.columns]
+            if not columns and not with_layout:
+                raise ConvNetVAEError("nothing to export: no clusters or saved selections yet; "
+                                      "choose obs columns")
+            table = wb.adata.obs[list(dict.fromkeys(columns))].copy()
+            basis = wb.embedding.basis.value
+            if with_layout and basis in wb.adata.obsm:
+                xy = np.asarray(wb.adata.obsm[basis])[:, :2]
+                table[f"{basis}_1"], table[f"{basis}_2"] = xy[:, 0], xy[:, 1]
+            table.index.name = "cell"
+            table.to_csv(path)
+            what = f"{len(table.columns)} columns ({html.escape(', '.join(table.columns))})"
+        return html_box(f"wrote {what} of {wb.adata.n_obs:,} cells to "
+                        f"<code>{html.escape(str(path.resolve()))}</code>", "success")
+
+    return panel(export, wb.adata, title="Export", button_text="Export", capture_stdout=False,
+                 background=True)
+
+
+_WARM = threading.Lock()
+_warmed = False
+
+
+def warm_up_layout() -> None:
+    """Prepare UMAP in a background thread while training runs: import umap (pynndescent
+    compiles numba code for about 15 s at import) and lay out 64 random points the way
+    :func:`~convnetvae.evaluate.embedding.embed_and_cluster` does (numba compiles UMAP's
+    optimiser on first use), so the embedding after training waits for neither."""
+    global _warmed
+    with _WARM:
+        if _warmed:
+            return
+        _warmed = True
+    threading.Thread(target=_warm_umap, name="convnetvae-warm-umap", daemon=True).start()
+
+
+def _warm_umap() -> None:
+    try:
+        import anndata
+        import scanpy as sc
+
+        from ..evaluate.embedding import store_neighbors
+        from ..evaluate.neighbors import knn
+
+        z = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
+        a = anndata.AnnData(obs=pd.DataFrame(index=[str(i) for i in range(64)]))
+        a.obsm[LATENT_KEY] = z
+        store_neighbors(a, knn(z, k=14), "warm")
+        sc.tl.umap(a, neighbors_key="warm", maxiter=2)
+    except Exception:  # the real layout will say what is wrong
+        pass

@@ -16,11 +16,36 @@ from pathlib import Path
 from typing import Any
 
 import ipywidgets as w
+from traitlets import observe
 
 from ..errors import ConvNetVAEError
 from .annotations import Layer, ObsColumn
 
 NONE_LABEL = "(none)"
+
+
+class Dropdown(w.Dropdown):
+    """An ipywidgets Dropdown whose ``None`` choice shows its label.
+
+    A plain Dropdown maps the value ``None`` to "no selection" (index ``None``), so a choice
+    ``("(none)", None)`` shows as an empty box; here ``None`` selects that choice. Same
+    front-end model: nothing new to install.
+    """
+
+    @observe("value")
+    def _propagate_value(self, change: Any) -> None:
+        if change.new is None and None in self._options_values:
+            index = self._options_values.index(None)
+            if self.index != index:
+                self.index = index
+            return
+        super()._propagate_value(change)
+
+    @observe("options")
+    def _propagate_options(self, change: Any) -> None:
+        super()._propagate_options(change)
+        if self.index is None and self.value is None and None in self._options_values:
+            self.index = self._options_values.index(None)
 _LABEL_STYLE = {"description_width": "130px"}
 _LAYOUT = {"width": "98%"}
 
@@ -231,7 +256,7 @@ def _choice_field(p: _Param, choices: list[tuple[str, Any]], adata: Any) -> Fiel
         init = None
     else:
         init = values[0] if values else None
-    widget = w.Dropdown(options=opts_list, value=init, **common)
+    widget = Dropdown(options=opts_list, value=init, **common)
     marker, name, fname, optional = p.marker, p.name, p.fname, p.optional
 
     def convert_choice(v: Any) -> Any:

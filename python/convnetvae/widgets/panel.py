@@ -42,7 +42,8 @@ import ipywidgets as w
 from ..errors import ConvNetVAEError
 from .annotations import Layer, ObsColumn
 from .fields import NONE_LABEL, fields_of, param_docs, title_of
-from .render import error_widget, html_box, to_widgets
+from .jobs import Job
+from .render import error_widget, to_widgets
 
 __all__ = ["Layer", "ObsColumn", "Panel", "panel"]
 
@@ -58,12 +59,17 @@ class Panel:
         The run button (``panel.button.click()`` runs the function, as a user would).
     output
         A ``VBox`` holding the display of the last result (or of the error).
+    caption
+        Above the output: the values that made it, the time it took and when.
     result
         The last return value (``None`` before the first run or after an error).
     error
         The exception of the last run, or ``None`` when it succeeded.
     box
         The whole panel as one widget (what a notebook or a workbench shows).
+    busy, job
+        Whether it runs now; the :class:`~convnetvae.widgets.jobs.Job` that runs it (busy
+        state, captioned output).
     """
 
     def __init__(
@@ -76,6 +82,7 @@ class Panel:
         auto_call: bool = False,
         context: dict[str, Any] | None = None,
         capture_stdout: bool = True,
+        background: bool = False,
         options: dict[str, dict] | None = None,
     ) -> None:
         if not callable(func):
@@ -84,9 +91,11 @@ class Panel:
         self.adata = adata
         self.context = context if context is not None else {}
         self.capture_stdout = capture_stdout
+        self.background = background
         self.result: Any = None
         self.error: BaseException | None = None
         self.n_runs = 0
+        self.docked = False  # set by a Workbench: a docked panel does not display itself again
         self._lock = threading.Lock()
         self._callbacks: list[Callable[[Panel], None]] = []
         self.name = getattr(func, "__name__", "panel")
@@ -104,11 +113,15 @@ class Panel:
         self.button.on_click(lambda _b: self.run())
         self.output = w.VBox([])
         self.output.add_class("convnetvae-output")
+        self.caption = w.HTML("")
+        self.job = Job(self.title, self.button, self.output, caption=self.caption,
+                       when_busy="latest" if auto_call else "refuse")
         self.header = w.HTML(f"<b>{html.escape(self.title)}</b>")
         header = [self.header]
         if self.description:
             header.append(w.HTML(f"<small>{html.escape(self.description)}</small>"))
-        self.box = w.VBox(header + list(self.widgets.values()) + [self.button, self.output],
+        self.box = w.VBox(header + list(self.widgets.values()) + [self.button, self.caption,
+                                                                 self.output],
                           layout=w.Layout(width="100%"))
         self.box.add_class("convnetvae-panel")
         self.box.add_class(f"convnetvae-panel-{re.sub(r'[^A-Za-z0-9_-]', '-', self.name)}")
@@ -118,6 +131,8 @@ class Panel:
 
     # ---- notebook display ------------------------------------------------------------------
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        if self.docked:  # already shown in its workbench: a second view would duplicate it
+            return {"text/plain": f"{self!r} (docked in the workbench)"}
         return self.box._repr_mimebundle_(**kwargs)
 
     def __repr__(self) -> str:
@@ -187,46 +202,76 @@ class Panel:
         self._callbacks.append(callback)
 
     # ---- running ---------------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        """Whether the function is running now (in the background or not)."""
+        return self.job.busy
+
     def __call__(self, **overrides: Any) -> Any:
-        """Set the given values, then run; returns the result (errors are shown, not raised)."""
+        """Set the given values, then run and wait; returns the result (errors are shown, not
+        raised)."""
         if overrides:
             self.set_values(**overrides)
-        return self.run()
+        return self.run(wait=True)
 
-    def run(self) -> Any:
+    def run(self, wait: bool | None = None) -> Any:
         """Call the function with the form's values and show the result or the error.
 
-        Returns the result (``None`` on error; the exception is in :attr:`error` and shown in
-        the panel, which stays usable).
+        A background panel (``background=True``) returns at once (``None``) while the
+        function runs in a thread, its button disabled; :meth:`wait` blocks until it is done.
+        ``wait=True`` runs in the calling thread. Returns the result (``None`` on error; the
+        exception is in :attr:`error` and shown in the panel, which stays usable). The output
+        is captioned with the values that made it; a run asked for while one is going is
+        refused with a note in the panel, never queued.
         """
-        if not self._lock.acquire(blocking=False):
-            return None  # a double click while running: ignore
-        self.button.disabled = True
-        self.output.children = [html_box("running&hellip;", "info")]
-        stdout = io.StringIO()
+        wait = (not self.background) if wait is None else wait
+        if self.job.busy and (wait or self.job.when_busy != "latest"):
+            self.job.refuse()  # refused, with a visible note; never queued
+            return None
         try:
-            try:
-                kwargs = self.values
-                redirect = (contextlib.redirect_stdout(stdout) if self.capture_stdout
-                            else contextlib.nullcontext())
-                with redirect:
-                    result = self.func(**kwargs)
-                self.result, self.error = result, None
-                children = to_widgets(result)
-            except Exception as exc:  # shown in the panel: the widget must not die
-                self.result, self.error = None, exc
-                children = [error_widget(exc)]
+            kwargs = self.values
+        except Exception as exc:  # a bad value: shown at once, nothing runs
+            self.result, self.error = None, exc
+            self.caption.value = ""
+            self.output.children = [error_widget(exc)]
+            self.n_runs += 1
+            self._notify()
+            return None
+        shown = {f.name: kwargs[f.name] for f in self._fields if f.inject is None}
+        stdout = io.StringIO()
+        capture = self.capture_stdout and wait
+
+        def call() -> Any:
+            redirect = contextlib.redirect_stdout(stdout) if capture else contextlib.nullcontext()
+            with redirect:
+                return self.func(**kwargs)
+
+        def show(result: Any) -> list[w.Widget]:
+            children = to_widgets(result)
             text = stdout.getvalue()
             if text:
                 children = [w.HTML(f"<pre>{html.escape(text)}</pre>")] + children
-            self.output.children = children
-        finally:
+            return children
+
+        def done(result: Any, error: BaseException | None) -> None:
+            self.result, self.error = (None, error) if error is not None else (result, None)
             self.n_runs += 1
-            self.button.disabled = False
-            self._lock.release()
+            self._notify()
+
+        if not wait:
+            self.job.submit(call, shown, show, on_done=done)
+            return None
+        with self._lock:
+            self.job.submit(call, shown, show, on_done=done, wait=True)
+        return self.result
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until a background run has finished; ``True`` if it has."""
+        return self.job.wait(timeout)
+
+    def _notify(self) -> None:
         for cb in self._callbacks:
             cb(self)
-        return self.result
 
 
 def panel(
@@ -238,6 +283,7 @@ def panel(
     auto_call: bool = False,
     context: dict[str, Any] | None = None,
     capture_stdout: bool = True,
+    background: bool = False,
     **options: dict,
 ) -> Panel:
     """Build an ipywidgets form (a :class:`Panel`) from an annotated function.
@@ -260,7 +306,11 @@ def panel(
         Values passed to parameters of the same name instead of showing a widget
         (e.g. ``{"model": model}``).
     capture_stdout
-        Show what the function prints in the panel's output area.
+        Show what the function prints in the panel's output area (runs in the calling thread
+        only: a background thread must not swap ``sys.stdout``).
+    background
+        Run in a background thread (the notebook stays usable; the button is disabled and the
+        output says what runs until the result arrives). :meth:`Panel.wait` waits for it.
     **options
         Per-parameter widget options, e.g. ``n_epochs={"min": 1, "max": 500}``.
 
@@ -271,4 +321,5 @@ def panel(
         ``.error``, ``.output``.
     """
     return Panel(func, adata, title=title, button_text=button_text, auto_call=auto_call,
-                 context=context, capture_stdout=capture_stdout, options=options)
+                 context=context, capture_stdout=capture_stdout, background=background,
+                 options=options)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import colorsys
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,17 +18,46 @@ from .tracks import Tracks
 _MAX_LEGEND = 40
 
 
-def _palette(n: int) -> np.ndarray:
+def categorical_palette(n: int) -> np.ndarray:
+    """``n`` RGBA colours for categories in which neighbours (categories i and i + 1, e.g.
+    clusters 3 and 4) always differ clearly, also beyond 20 groups.
+
+    Up to 10: matplotlib's tab10. Up to 20: tab20's dark colours, then its light ones (tab20
+    itself pairs each colour with a lighter shade of it). Beyond: hues stepped by the golden
+    angle with lightness and saturation cycling through three levels, so consecutive colours
+    differ in hue by about 137 degrees and in lightness too.
+    """
     if n <= 10:
-        cols = matplotlib.colormaps["tab10"](np.arange(n))
-    elif n <= 20:
-        cols = matplotlib.colormaps["tab20"](np.arange(n))
-    else:
-        cols = matplotlib.colormaps["gist_ncar"](np.linspace(0.02, 0.95, n))
-    return np.asarray(cols)
+        return np.asarray(matplotlib.colormaps["tab10"](np.arange(n)))
+    if n <= 20:
+        order = list(range(0, 20, 2)) + list(range(1, 20, 2))
+        return np.asarray(matplotlib.colormaps["tab20"](order[:n]))
+    i = np.arange(n)
+    hue = (i * 0.381966) % 1.0
+    light = np.array([0.45, 0.62, 0.32])[i % 3]
+    sat = np.array([0.75, 0.55, 0.9])[(i // 3) % 3]
+    rgb = np.array([colorsys.hls_to_rgb(h, v, s_) for h, v, s_ in zip(hue, light, sat)])
+    return np.column_stack([rgb, np.ones(n)])
 
 
-def _is_categorical(values: pd.Series) -> bool:
+#: numeric colours are clipped at these percentiles (outliers would flatten the colour scale)
+CLIP_PERCENTILES = (1.0, 99.0)
+
+
+def clip_range(values: Any) -> tuple[float, float]:
+    """The colour range of a numeric column: its 1st to 99th percentile (finite values)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return 0.0, 1.0
+    lo, hi = (float(q) for q in np.percentile(v, CLIP_PERCENTILES))
+    if hi <= lo:
+        lo, hi = float(v.min()), float(v.max())
+    return (lo, hi) if hi > lo else (lo - 0.5, lo + 0.5)
+
+
+def is_categorical(values: pd.Series) -> bool:
+    """Whether a column colours by category (legend) rather than by number (colour bar)."""
     return not (pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
                 and not isinstance(values.dtype, pd.CategoricalDtype))
 
@@ -61,11 +91,11 @@ def embedding_figure(xy: np.ndarray, values: pd.Series | None = None, title: str
     kw = dict(s=size, linewidths=0, rasterized=True)
     if values is None:
         ax.scatter(xy[order, 0], xy[order, 1], c="#888888", **kw)
-    elif _is_categorical(values):
+    elif is_categorical(values):
         cat = pd.Categorical(values.astype(str) if not isinstance(values.dtype, pd.CategoricalDtype)
                              else values)
         cats = list(cat.categories)
-        cols = _palette(len(cats))
+        cols = categorical_palette(len(cats))
         codes = np.asarray(cat.codes)
         rgba = np.where(codes[:, None] >= 0, cols[np.maximum(codes, 0)], (0.8, 0.8, 0.8, 1.0))
         ax.scatter(xy[order, 0], xy[order, 1], c=rgba[order], **kw)
@@ -80,9 +110,13 @@ def embedding_figure(xy: np.ndarray, values: pd.Series | None = None, title: str
             ax.text(1.02, 0.5, f"{len(cats)} categories", transform=ax.transAxes, fontsize=9)
     else:
         v = np.asarray(values, dtype=float)
-        sc = ax.scatter(xy[order, 0], xy[order, 1], c=v[order], cmap="viridis", **kw)
+        lo, hi = clip_range(v)
+        sc = ax.scatter(xy[order, 0], xy[order, 1], c=v[order], cmap="viridis", vmin=lo,
+                        vmax=hi, **kw)
         cax = fig.add_axes((0.72, 0.2, 0.02, 0.6))
-        fig.colorbar(sc, cax=cax, label=str(values.name or ""))
+        fig.colorbar(sc, cax=cax, extend="both",
+                     label=f"{values.name or ''} (clipped at percentiles "
+                           f"{CLIP_PERCENTILES[0]:g}-{CLIP_PERCENTILES[1]:g})")
     ax.set_xticks([])
     ax.set_yticks([])
     label = _axis_label(basis)
@@ -103,37 +137,46 @@ def _axis_label(basis: str) -> str:
     return name
 
 
-def tracks_figure(tracks: Tracks, width: float = 8.0) -> Figure:
-    """Stacked genome tracks: for each modality, one row per group; observed signal as a
-    filled step curve, the model's imputed signal as a line on top."""
+def tracks_figure(tracks: Tracks, width: float = 9.0) -> Figure:
+    """Stacked genome tracks: one panel per modality, one band per group in it; observed signal
+    as a filled step curve, the model's imputed signal as a line on top. Each modality has one
+    scale for all its groups (its largest value fills a band)."""
     mods = list(tracks.observed)
-    n_rows = max(1, len(mods) * len(tracks.groups))
-    fig = new_figure(width, 0.9 + 0.42 * n_rows)
-    axes = fig.subplots(n_rows, 1, sharex=True, squeeze=False)[:, 0]
-    fig.subplots_adjust(left=0.22, right=0.98, top=1 - 0.45 / fig.get_figheight(),
-                        bottom=0.45 / fig.get_figheight(), hspace=0.12)
-    cols = _palette(len(mods))
+    n_groups = max(1, len(tracks.groups))
+    band_in = 0.32
+    height = 0.9 + sum(0.25 + band_in * n_groups for _ in mods)
+    fig = new_figure(width, max(height, 1.6))
+    axes = fig.subplots(max(1, len(mods)), 1, sharex=True, squeeze=False,
+                        gridspec_kw={"hspace": 0.25})[:, 0]
+    fig.subplots_adjust(left=0.2, right=0.98, top=1 - 0.5 / fig.get_figheight(),
+                        bottom=0.5 / fig.get_figheight())
+    cols = categorical_palette(len(mods))
     x = np.append(tracks.positions, tracks.bin_ends[-1]) / 1e6
-    row = 0
     for j, m in enumerate(mods):
+        ax = axes[j]
         obs = tracks.observed[m]
         imp = tracks.imputed.get(m)
         top = np.nanmax([np.nanmax(obs) if obs.size else 0,
                          np.nanmax(imp) if imp is not None and imp.size else 0, 1e-9])
-        for g, name in enumerate(tracks.groups):
-            ax = axes[row]
-            y = np.nan_to_num(obs[g])
-            ax.fill_between(x, np.append(y, y[-1]), step="post", color=cols[j], alpha=0.55,
-                            linewidth=0)
+        for g in range(len(tracks.groups)):
+            base = (n_groups - 1 - g) * 1.15  # first group on top
+            y = np.nan_to_num(obs[g]) / top
+            ax.fill_between(x, base, base + np.append(y, y[-1]), step="post", color=cols[j],
+                            alpha=0.6, linewidth=0)
             if imp is not None:
-                yi = np.nan_to_num(imp[g])
-                ax.step(x, np.append(yi, yi[-1]), where="post", color="black", linewidth=0.8)
-            ax.set_ylim(0, top * 1.05)
-            ax.set_yticks([])
-            for side in ("top", "right", "left"):
-                ax.spines[side].set_visible(False)
-            ax.set_ylabel(f"{m} | {name}", rotation=0, ha="right", va="center", fontsize=7)
-            row += 1
+                yi = np.nan_to_num(imp[g]) / top
+                ax.step(x, base + np.append(yi, yi[-1]), where="post", color="black",
+                        linewidth=0.7)
+        ax.set_yticks([(n_groups - 1 - g) * 1.15 + 0.5 for g in range(len(tracks.groups))])
+        ax.set_yticklabels([f"{name} ({n:,})" for name, n in zip(tracks.groups, tracks.n_cells)],
+                           fontsize=7)
+        ax.set_ylim(-0.1, (n_groups - 1) * 1.15 + 1.1)
+        ax.set_ylabel(m, fontsize=9)
+        ax.tick_params(axis="y", length=0)
+        for side in ("top", "right", "left"):
+            ax.spines[side].set_visible(False)
+        ax.text(1.0, 1.0, f"max {top:.3g}", transform=ax.transAxes, ha="right", va="bottom",
+                fontsize=7, color="#555555")
     axes[-1].set_xlabel(f"{tracks.region.chrom} (Mb)", fontsize=9)
     what = "observed (filled)" + (" and imputed (line)" if tracks.imputed else "")
     fig.suptitle(f"{tracks.region}: {what}, per 10k of each cell's signal", fontsize=9)
