@@ -67,7 +67,7 @@ def test_reporter_messages_live_then_pending_and_warnings_recorded():
 
 
 def test_check_model_dir(tmp_path):
-    assert bridge.check_model_dir(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
+    assert bridge.check_model_dir(tmp_path / "new" / "deeper") == str(tmp_path / "new" / "deeper")
     assert not (tmp_path / "new").exists()  # nothing created
     f = tmp_path / "file"
     f.write_text("x")

@@ -211,6 +211,8 @@ def fitting_architecture(n_bins: int) -> str:
     ``fc-l1``), and how to get more bins."""
     fits = []
     for name in preset_names():
+        if name == AUTO:
+            continue
         arch = parse_architecture(name)
         if arch.kind == "conv" and arch.kernel <= n_bins:
             fits.append((arch.kernel, -arch.n_layers, arch.stride, name))

@@ -246,8 +246,6 @@ def _run(matrices: Mapping[str, Any], feature_names: Mapping[str, Sequence[str]]
     from ..api import ConvNetVAE
 
     model_kw, train_kw, data, extra = _settings_from_r(cfg)
-    if cfg.get("model_dir"):
-        check_model_dir(cfg["model_dir"])  # before any work, not after training
     bin_size, n_bins = data["bin_size"], data["n_bins"]
     model_dir = cfg.get("model_dir")
     if model_dir:
@@ -312,9 +310,15 @@ def _train(model: Any, adata: ad.AnnData, train_kw: dict, rep: Any) -> None:
                     f"not improve for {cfg.patience} epochs; kept epoch {tc['best_epoch']}.")
 
 
-def check_model_dir(path: str | os.PathLike) -> Path:
-    """Raise unless a model can be saved in ``path``: a new or empty directory or one holding a
-    model, under a writable parent. Nothing is created (a file is written and removed)."""
+def check_model_dir(path: str | os.PathLike) -> str:
+    """Check that R's ``model.dir`` can receive a model, before any work; returns its path.
+
+    It must be new, empty or hold a saved model (replaced), under a writable parent; otherwise a
+    :class:`ConvNetVAEError` says why (a file, another directory's contents, a read-only disk).
+    Nothing is created (a probe file is written and removed).
+    """
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise ConvNetVAEError("model_dir must be a directory path (a character string)")
     d = Path(path)
     if d.exists() and not d.is_dir():
         raise ConvNetVAEError(f"model_dir {str(d)!r} is a file, not a directory")
@@ -334,24 +338,13 @@ def check_model_dir(path: str | os.PathLike) -> Path:
     except OSError as err:
         raise ConvNetVAEError(f"model_dir {str(d)!r} is not writable ({str(probe)!r}: "
                               f"{err.strerror}); choose another directory") from None
-    return d
+    return str(d)
 
 
 def _version() -> str:
     from .. import __version__
 
     return str(__version__)
-
-
-def check_model_dir(model_dir: str | os.PathLike) -> str:
-    """Check that R's ``model.dir`` can receive a model, before any work; returns its path.
-
-    It must be new, empty or hold a saved model (replaced), and be writable; otherwise a
-    :class:`ConvNetVAEError` says why (a file, another directory's contents, a read-only disk).
-    """
-    if not isinstance(model_dir, (str, os.PathLike)) or not str(model_dir):
-        raise ConvNetVAEError("model.dir must be a directory path (a character string)")
-    return str(model_format.check_destination(model_dir, overwrite=True))
 
 
 def _save(model: Any, d: Path, full_config: dict) -> None:
