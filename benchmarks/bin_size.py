@@ -22,9 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "python"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-import quality as q  # noqa: E402
-
 import convnetvae as cv  # noqa: E402
+import quality as q  # noqa: E402
 from convnetvae.evaluate import clustering_sweep  # noqa: E402
 from convnetvae.evaluate.baselines import LSIModel  # noqa: E402
 from convnetvae.io_utils import write_json  # noqa: E402
@@ -69,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         print(rows[-1], file=sys.stderr, flush=True)
         write_json(Path(args.out), {
             "benchmark": "bin_size", "dataset": "schep2017", "scores": "training cells (all 600)",
-            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "cpus": os.cpu_count(), "threads": args.threads, "results": rows})
     return 0
 

@@ -68,7 +68,8 @@ def vae_point(a: ad.AnnData, mods: list[str], batch_key: str | None, labels: np.
         from convnetvae import schedule
 
         n_train = a.n_obs - int(round(a.n_obs * 0.1))
-        default = schedule.plan(n_train, a.n_vars, len(mods), 128, None, None, "auto")
+        default = schedule.plan(n_train, a.n_vars, len(mods), 128, None, None, "auto",
+                                schedule.training_flops_per_cell(model.module))
         train_kw = {"max_epochs": max(1, int(round(fraction * default.epochs))),
                     "lr_schedule": "onecycle"}
     t0 = time.perf_counter()
@@ -95,10 +96,12 @@ def run_curves(name: str, a: ad.AnnData, labels_key: str, batch_key: str | None,
         entry["points"].append(p)
         log(f"  {name} {p['model']}: ARI {p['ari']:.3f} in {p['seconds']:.1f} s")
     lsi_s = entry["points"][0]["seconds"]
-    for model in models:
+    for spec in models:
+        # "fc-l1@1/4": this model at its own fractions of the default length
+        model, _, own = spec.partition("@")
         arch = None if model == "default" else model
         for seed in seeds:
-            for f in fractions:
+            for f in ([float(v) for v in own.split("/")] if own else fractions):
                 p = {"model": model, **vae_point(a, mods, batch_key, labels, arch, f, seed),
                      "lsi_seconds_same_run": lsi_s}
                 entry["points"].append(p)

@@ -143,7 +143,7 @@ def run(n_cells: int = 12_000, n_bins: int = 25_000, n_tri: int = 4_400, n_holdo
 
     res = {
         "benchmark": "missing_modalities",
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "settings": {"n_cells": n_cells, "n_bins": n_bins, "n_tri_modal": int(has_atac.sum()),
                      "n_bi_modal": int((~has_atac).sum()), "n_holdout": int(len(hold)),
                      "architecture": architecture, "max_epochs": epochs, "seed": seed,

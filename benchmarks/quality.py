@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fractions", default="0.25,0.5,1,2",
                    help="--curves: training lengths as multiples of the default's")
     p.add_argument("--seeds", default="0", help="--curves: seeds of the neural models")
-    p.add_argument("--curve-models", default="default,fc-l1", help="--curves: neural models")
+    p.add_argument("--curve-models", default="default,fc-l1", help="--curves: neural models; model@f1/f2 runs one at its own fractions")
     p.add_argument("--folds", type=int, default=3)
     p.add_argument("--max-bins", type=int, default=10_000, help="top-bin selection cap (paper: 25,000)")
     p.add_argument("--sim-cells", type=int, default=1500)

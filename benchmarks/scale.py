@@ -593,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:
     passthrough = [x for x in (argv if argv is not None else sys.argv[1:])]
     if a.cases == "architectures":
         out = {"benchmark": "scale_architectures",
-               "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+               "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                "machine": {"cpus": os.cpu_count(), "note": "2 shared cores, 24 GiB"},
                "data": "random sparse counts (see benchmarks/scale.py docstring), not simulate()",
                **run_architectures(a, passthrough)}
@@ -621,7 +621,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({k: v for k, v in rec.items() if k not in ("error",)}, default=str)
               if "error" not in rec else f"{name}: FAILED\n{rec['error']}", flush=True)
     out = {"benchmark": "scale",
-           "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+           "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
            "machine": {"cpus": os.cpu_count(), "note": "2 shared cores, 24 GiB"},
            "data": "random sparse counts (see benchmarks/scale.py docstring), not simulate()",
            "cases": records}

@@ -45,13 +45,15 @@ def _source_for(adata: ad.AnnData, modalities: Sequence[str]) -> CountSource:
     return source_from_anndata(adata, modalities)
 
 
-def _data_statistics(adata: ad.AnnData, modalities: Sequence[str]
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def _data_statistics(adata: ad.AnnData, modalities: Sequence[str],
+                     mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(total per modality and bin (M x G), median library size per modality (M,)) of the cells a
-    model is built on (:meth:`VAE.init_from_data`)."""
+    model is built on (:meth:`VAE.init_from_data`), over the cells where each modality is
+    observed (``mask``: cells x modalities, or None)."""
     from .model.transforms import library_scale
 
-    sums = [contract.count_sums(adata, m) for m in modalities]
+    sums = [contract.count_sums(adata, m, None if mask is None else mask[:, j])
+            for j, m in enumerate(modalities)]
     return (np.stack([cols for _, cols in sums]),
             np.array([library_scale(rows) for rows, _ in sums]))
 
@@ -136,7 +138,10 @@ class ConvNetVAE:
         torch.manual_seed(opts.seed)
         self.module = VAE(config)
         if config.input_transform != "log1p" or config.bin_offsets:
-            self.module.init_from_data(*_data_statistics(adata, mods))
+            key = self.registry.get("mask_key")
+            mask = contract.get_mask(adata, mods, key) if (
+                key or contract.MASK_KEY) in adata.obsm else None
+            self.module.init_from_data(*_data_statistics(adata, mods, mask))
         self.seed = opts.seed
         self.history_: list[dict] = []
         self.is_trained = False
@@ -328,6 +333,7 @@ class ConvNetVAE:
                           stop_event=stop_event, strategy=strategy)
         from .train import TrainingDiverged
 
+        self.trainer_ = trainer  # from the start: callbacks can read trainer_.plan
         try:
             hist = trainer.fit()
         except TrainingDiverged as err:

@@ -91,23 +91,33 @@ def steps_per_epoch(n_train: int, batch_size: int) -> int:
 #: 1,000 cells for one modality, 3 for three), and the share of it the cost model aims for
 #: (headroom for slower or busier machines, the validation pass and the setup)
 BUDGET_SECONDS_PER_CELL = 0.060
-BUDGET_SHARE = 0.5
-#: the cost model of one epoch, seconds per cell: A * training FLOPs per cell + B * bins x
-#: modalities + C, fitted by benchmarks/default_cost.py on the project's 2-core machine
-COST_A = 2.0e-10
-COST_B = 2.0e-8
-COST_C = 2.0e-5
+BUDGET_SHARE = 0.7
+#: the cost model of one epoch: A * training FLOPs per cell and B * bins x modalities for every
+#: training cell, plus C per optimiser step (its fixed cost, which dominates on a few hundred
+#: cells); fitted by benchmarks/default_cost.py on the project's 2-core machine (idle, 2 threads;
+#: largest error 22 %: benchmarks/results/default_cost.json)
+COST_A = 5.5e-11
+COST_B = 1.55e-8
+COST_C = 5.1e-3
 #: enough optimiser steps for small data, at least this many epochs for large data, at most this
-#: many epochs; and never fewer than MIN_EPOCHS when the budget is tight
+#: many epochs; and never fewer than FLOOR_EPOCHS when the budget is tight
 TARGET_STEPS = 1000
 MIN_EPOCHS = 20
 MAX_EPOCHS = 200
 FLOOR_EPOCHS = 5
 
 
-def seconds_per_cell_epoch(flops_per_cell: float, n_bins: int, n_modalities: int) -> float:
-    """The cost model's estimate of one training epoch, in seconds per cell."""
-    return COST_A * flops_per_cell + COST_B * n_bins * n_modalities + COST_C
+def seconds_per_epoch(n_train: int, n_bins: int, n_modalities: int, batch_size: int,
+                      flops_per_cell: float) -> float:
+    """The cost model's estimate of one training epoch, in seconds on the reference machine."""
+    per_cell = COST_A * flops_per_cell + COST_B * n_bins * n_modalities
+    return n_train * per_cell + COST_C * steps_per_epoch(n_train, batch_size)
+
+
+def budget_seconds(n_train: int, n_modalities: int) -> float:
+    """The share of the time budget default training aims for (:data:`BUDGET_SHARE` of
+    :data:`BUDGET_SECONDS_PER_CELL` per cell and modality, up to three modalities)."""
+    return BUDGET_SHARE * BUDGET_SECONDS_PER_CELL * min(max(n_modalities, 1), 3) * n_train
 
 
 def auto_epochs(n_train: int, n_bins: int, n_modalities: int, batch_size: int,
@@ -117,14 +127,13 @@ def auto_epochs(n_train: int, n_bins: int, n_modalities: int, batch_size: int,
     The quality term asks for :data:`TARGET_STEPS` optimiser steps, within
     [:data:`MIN_EPOCHS`, :data:`MAX_EPOCHS`] epochs (small data: many epochs of few steps; large
     data: fewer epochs of many steps). The budget term caps the epochs so that the estimated
-    training time (:func:`seconds_per_cell_epoch`) stays within :data:`BUDGET_SHARE` of the time
-    budget (:data:`BUDGET_SECONDS_PER_CELL` per cell and modality, up to three), never below
+    training time (:func:`seconds_per_epoch`) stays within :func:`budget_seconds`, never below
     :data:`FLOOR_EPOCHS`. docs/benchmarks.md has the measurements behind the numbers.
     """
     spe = steps_per_epoch(n_train, batch_size)
     quality = min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(TARGET_STEPS / spe)))
-    budget = BUDGET_SHARE * BUDGET_SECONDS_PER_CELL * min(max(n_modalities, 1), 3)
-    cap = int(budget / seconds_per_cell_epoch(flops_per_cell, n_bins, n_modalities))
+    cap = int(budget_seconds(n_train, n_modalities)
+              / seconds_per_epoch(n_train, n_bins, n_modalities, batch_size, flops_per_cell))
     return max(1, min(quality, max(FLOOR_EPOCHS, cap)))
 
 

@@ -209,7 +209,7 @@ class Trainer:
         return copy.deepcopy(self.module.state_dict()), copy.deepcopy(state)
 
     def _restore_optimizer(self, saved: dict | str) -> None:
-        self.optimizer.load_state_dict(torch.load(saved) if isinstance(saved, str) else saved)
+        self.optimizer.load_state_dict(torch.load(saved, weights_only=True) if isinstance(saved, str) else saved)
 
     def _autocast(self) -> Any:
         """bfloat16 autocast when ``mixed_precision`` is on (CUDA, or CPU for testing)."""

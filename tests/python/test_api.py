@@ -1,19 +1,14 @@
 """The ConvNetVAE API: training, embeddings, persistence, reproducibility and bad input."""
 
 import json
-import warnings
 
-import anndata as ad
 import numpy as np
-import pandas as pd
 import pytest
-import scipy.sparse as sp
 
 import convnetvae as cv
+from conftest import fast_train_kwargs
 from convnetvae import ConvNetVAE
 from convnetvae.errors import ConvNetVAEError
-
-from conftest import fast_train_kwargs
 
 MODS = ["ATAC", "H3K27ac", "H3K27me3"]
 

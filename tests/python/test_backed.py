@@ -121,9 +121,10 @@ def test_block_shuffle_covers_every_row_once_and_limits_reads(h5ad_file):
 
 def test_block_shuffled_training_from_disk_equals_in_memory(h5ad_file):
     """The on-disk buffer cache is exact: same seed, same blocks -> the same model."""
-    from convnetvae.train import Trainer, TrainConfig
-    from convnetvae.model.vae import VAE, ModuleConfig
     import torch
+
+    from convnetvae.model.vae import VAE, ModuleConfig
+    from convnetvae.train import TrainConfig, Trainer
 
     path, adata = h5ad_file
     codes = np.zeros(220, dtype=np.int64)
@@ -173,8 +174,8 @@ def test_read_backed_keeps_layers_on_disk_through_setup_training_and_embedding(h
 
 
 def test_disk_row_sums_equal_in_memory_sums_across_blocks(h5ad_file):
-    from convnetvae.data.contract import disk_row_sums
     from convnetvae.data.backed import iter_csr_chunks
+    from convnetvae.data.contract import disk_row_sums
 
     path, adata = h5ad_file
     lazy = cv.data.read_backed(path)

@@ -9,8 +9,13 @@ import pytest
 import scipy.sparse as sp
 
 from convnetvae.data.bins import (
-    SELECTION_KEY, format_bin_names, infer_bin_size, parse_bin_names, rebin_matrix,
-    select_top_bins, top_bins_union,
+    SELECTION_KEY,
+    format_bin_names,
+    infer_bin_size,
+    parse_bin_names,
+    rebin_matrix,
+    select_top_bins,
+    top_bins_union,
 )
 from convnetvae.data.genome import make_bins
 from convnetvae.errors import ConvNetVAEError

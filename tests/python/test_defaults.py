@@ -54,9 +54,10 @@ def test_auto_length_fits_the_time_budget():
     for bins, mods, flops in ((25_000, 1, 2e7), (25_000, 3, 5e7), (5_000, 1, 8e6), (245_220, 3, 4e8)):
         for n in (200, 1000, 5000):
             epochs = schedule.auto_epochs(n, bins, mods, 128, flops)
-            est = epochs * schedule.seconds_per_cell_epoch(flops, bins, mods)
-            budget = schedule.BUDGET_SECONDS_PER_CELL * min(mods, 3)
-            assert est <= schedule.BUDGET_SHARE * budget or epochs == schedule.FLOOR_EPOCHS
+            est = epochs * schedule.seconds_per_epoch(n, bins, mods, 128, flops)
+            budget = schedule.BUDGET_SECONDS_PER_CELL * min(mods, 3) * n
+            assert est <= schedule.budget_seconds(n, mods) <= budget or \
+                epochs == schedule.FLOOR_EPOCHS
     # a costlier model (more FLOPs per cell) gets no more epochs
     assert schedule.auto_epochs(500, 25_000, 1, 128, 4e8) <= schedule.auto_epochs(500, 25_000, 1, 128, 4e6)
 
@@ -192,3 +193,12 @@ def test_statistics_from_disk_equal_those_in_memory(small_adata, tmp_path):
     for a, b in zip(_data_statistics(small_adata, mods), _data_statistics(disk, mods)):
         np.testing.assert_allclose(a, b)
     assert sp.issparse(small_adata.layers["ATAC"])
+    # masked (unobserved) cells count as empty, on disk as in memory
+    mask = np.ones((small_adata.n_obs, 3), dtype=bool)
+    mask[::3, 1] = False
+    mem, dsk = _data_statistics(small_adata, mods, mask), _data_statistics(disk, mods, mask)
+    for a, b in zip(mem, dsk):
+        np.testing.assert_allclose(a, b)
+    expect = np.asarray(small_adata.layers["H3K27ac"][mask[:, 1]].sum(0)).ravel()
+    np.testing.assert_allclose(mem[0][1], expect)
+    np.testing.assert_allclose(mem[0][0], np.asarray(small_adata.layers["ATAC"].sum(0)).ravel())

@@ -8,8 +8,7 @@ import torch
 
 import convnetvae as cv
 from convnetvae.data.loader import MinibatchLoader
-from convnetvae.distributed import (epoch_batches, step_seed, train_distributed,
-                                    train_multiprocess)
+from convnetvae.distributed import epoch_batches, step_seed, train_distributed, train_multiprocess
 from convnetvae.errors import ConvNetVAEError
 from convnetvae.train import parameter_groups
 

@@ -13,7 +13,12 @@ import scipy.sparse as sp
 from convnetvae.data.fragments import read_fragments
 from convnetvae.errors import ConvNetVAEError
 from helpers_fragments import (
-    CHROM_SIZES, fragments_from_counts, naive_bin, random_fragments, shared_file, write_fragments,
+    CHROM_SIZES,
+    fragments_from_counts,
+    naive_bin,
+    random_fragments,
+    shared_file,
+    write_fragments,
 )
 
 

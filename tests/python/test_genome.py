@@ -7,8 +7,14 @@ import pandas as pd
 import pytest
 
 from convnetvae.data.genome import (
-    chrom_sort_key, is_main_chromosome, make_bins, overlaps_intervals, read_bed, read_blacklist,
-    read_chrom_sizes, sort_chromosomes,
+    chrom_sort_key,
+    is_main_chromosome,
+    make_bins,
+    overlaps_intervals,
+    read_bed,
+    read_blacklist,
+    read_chrom_sizes,
+    sort_chromosomes,
 )
 from convnetvae.errors import ConvNetVAEError
 from helpers_fragments import shared_file

@@ -25,8 +25,15 @@ import torch.nn.functional as F
 
 from convnetvae.model import convnet
 from convnetvae.model.convnet import ConvDecoder, ConvEncoder, dropout_keep
-from convnetvae.model.layout import (ConvLayout, Runs, copy_runs, gather_positions,
-                                     relu_dropout_flatten, relu_dropout_place, segment_lengths)
+from convnetvae.model.layout import (
+    ConvLayout,
+    Runs,
+    copy_runs,
+    gather_positions,
+    relu_dropout_flatten,
+    relu_dropout_place,
+    segment_lengths,
+)
 
 #: (kernel, stride, layers) of Group 1 and Group 2
 GEOMETRIES = [(11, 11, 1), (31, 31, 1), (51, 51, 1), (11, 3, 1), (11, 3, 2), (11, 3, 3)]

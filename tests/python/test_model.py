@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from convnetvae.errors import ConvNetVAEError
-from convnetvae.model import ModuleConfig, VAE, count_parameters, parse_architecture
+from convnetvae.model import VAE, ModuleConfig, count_parameters, parse_architecture
 from convnetvae.model.layout import ConvLayout, gather_positions, upsample_conv_as_transposed_weight
 from convnetvae.model.likelihoods import nb_log_prob, poisson_log_prob
 

@@ -286,9 +286,9 @@ def test_read_seurat_write_reduction_and_read_back_in_r(tmp_path):
 @pytest.mark.r
 @pytest.mark.skipif(not _have_r(), reason="needs R, rpy2, anndata2ri")
 def test_read_sce_main_plus_altexps_and_write_reduced_dim(tmp_path):
-    from convnetvae.r import read_sce, write_reduction
-
     import rpy2.robjects as ro
+
+    from convnetvae.r import read_sce, write_reduction
 
     # written by R (the R embedded in this process, to load Bioconductor only once)
     sce_path = tmp_path / "sce.rds"

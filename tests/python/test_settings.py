@@ -16,8 +16,7 @@ import pytest
 from convnetvae import settings
 from convnetvae.errors import ConvNetVAEError
 from convnetvae.model.registry import DEFAULT_ARCHITECTURE, preset_names
-from convnetvae.settings import (DataSettings, EmbedSettings, ModelSettings, TrainSettings,
-                                 default, schema)
+from convnetvae.settings import DataSettings, EmbedSettings, ModelSettings, TrainSettings, default, schema
 
 ROOT = Path(__file__).resolve().parents[2]
 #: parameters of the API methods that are objects, not settings

@@ -79,7 +79,9 @@ def test_data_train_embed_cluster_tracks_evaluate(adata):
     assert tp.n_loss_renders >= renders_before + 5  # one per epoch, and the final one
     assert tp.loss_image.value[:8] == PNG
     assert "finished after 4 epochs" in tp.status.value
-    assert wb.model.module.config.architecture == "conv-k31s31"
+    from convnetvae.model.registry import auto_architecture
+
+    assert wb.model.module.config.architecture == auto_architecture(wb.adata.n_vars)  # "auto"
 
     # embed & cluster ran by itself when training ended
     emb = wb.panels["Embed & cluster"]

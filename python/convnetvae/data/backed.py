@@ -130,8 +130,10 @@ def iter_csr_chunks(x: Any, chunk_rows: int = 8192) -> Iterator[tuple[int, np.nd
         yield a, ip[a:b + 1] - ip[a], np.asarray(data[ip[a]:ip[b]])
 
 
-def disk_sums(x: Any, chunk_rows: int = 8192) -> tuple[np.ndarray, np.ndarray]:
-    """Row sums and column sums (float64) of a CSR layer on disk, read block by block."""
+def disk_sums(x: Any, chunk_rows: int = 8192, row_weights: np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Row sums and column sums (float64) of a CSR layer on disk, read block by block
+    (``row_weights``: each row's weight in both sums, e.g. 0 for a masked cell)."""
     if _encoding(x.group) != "csr_matrix":
         raise ConvNetVAEError(
             "a count layer on disk is stored as CSC; rewrite it as CSR "
@@ -145,7 +147,11 @@ def disk_sums(x: Any, chunk_rows: int = 8192) -> tuple[np.ndarray, np.ndarray]:
         idx = np.asarray(x.group["indices"][ip[a]:ip[b]], dtype=np.int64)
         rows[a:b] = np.bincount(np.repeat(np.arange(b - a), np.diff(ip[a:b + 1])), weights=data,
                                 minlength=b - a)
+        if row_weights is not None:
+            data = data * np.repeat(row_weights[a:b], np.diff(ip[a:b + 1]))
         cols += np.bincount(idx, weights=data, minlength=g)
+    if row_weights is not None:
+        rows *= row_weights
     return rows, cols
 
 

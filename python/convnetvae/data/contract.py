@@ -143,14 +143,22 @@ def disk_row_sums(x: Any, name: str) -> np.ndarray:
     return sums
 
 
-def count_sums(adata: ad.AnnData, modality: str) -> tuple[np.ndarray, np.ndarray]:
+def count_sums(adata: ad.AnnData, modality: str, observed: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
     """(library size per cell, total per bin) of one registered count layer (float64), in
-    memory or on disk (read block by block)."""
+    memory or on disk (read block by block).
+
+    ``observed``: boolean per cell; cells where the modality is not observed (masked) count as
+    empty in both sums, whatever their layer holds.
+    """
     layer = adata.layers[modality]
+    w = None if observed is None or np.all(observed) else np.asarray(observed, dtype=np.float64)
     if is_disk_matrix(layer):
-        return disk_sums(layer)
-    return (np.asarray(layer.sum(axis=1), dtype=np.float64).ravel(),
-            np.asarray(layer.sum(axis=0), dtype=np.float64).ravel())
+        return disk_sums(layer, row_weights=w)
+    rows = np.asarray(layer.sum(axis=1), dtype=np.float64).ravel()
+    if w is None:
+        return rows, np.asarray(layer.sum(axis=0), dtype=np.float64).ravel()
+    return rows * w, np.asarray(layer.T @ w, dtype=np.float64).ravel()
 
 
 # ---------------------------------------------------------------------------- the writer

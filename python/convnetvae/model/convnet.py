@@ -16,11 +16,19 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
-from .layout import (ConvLayout, Runs, copy_runs, relu_dropout_flatten, relu_dropout_place,
-                     relu_runs, segment_lengths, upsample_conv_as_transposed_weight)
+from .layout import (
+    ConvLayout,
+    Runs,
+    copy_runs,
+    relu_dropout_flatten,
+    relu_dropout_place,
+    relu_runs,
+    segment_lengths,
+    upsample_conv_as_transposed_weight,
+)
 from .window import use_windows, window_conv1d, window_conv_transpose1d
 
 

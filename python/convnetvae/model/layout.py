@@ -28,8 +28,8 @@ dropout and the next layer's layout copy into one pass, and its backward is one 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -164,7 +164,7 @@ class Runs:
     gaps: tuple[tuple[int, int], ...]
 
     @staticmethod
-    def from_gather(index: np.ndarray, n_src: int) -> "Runs":
+    def from_gather(index: np.ndarray, n_src: int) -> Runs:
         """The runs of a gather index into ``[x, 0]`` (value ``n_src`` reads a zero)."""
         index = np.asarray(index, dtype=np.int64)
         pos = np.flatnonzero(index < n_src)
@@ -178,7 +178,7 @@ class Runs:
         return Runs.build(n_src, len(index), runs)
 
     @staticmethod
-    def build(n_src: int, n_dst: int, runs: tuple[tuple[int, int, int], ...]) -> "Runs":
+    def build(n_src: int, n_dst: int, runs: tuple[tuple[int, int, int], ...]) -> Runs:
         covered = sorted((d, d + n) for _, d, n in runs)
         gaps, at = [], 0
         for a, b in covered:
@@ -189,11 +189,11 @@ class Runs:
             gaps.append((at, n_dst))
         return Runs(int(n_src), int(n_dst), tuple(runs), tuple(gaps))
 
-    def inverse(self) -> "Runs":
+    def inverse(self) -> Runs:
         """The copy back (source and destination swapped): the backward of this copy."""
         return Runs.build(self.n_dst, self.n_src, tuple((d, s, n) for s, d, n in self.runs))
 
-    def then(self, other: "Runs") -> "Runs":
+    def then(self, other: Runs) -> Runs:
         """The copy ``other.apply(self.apply(x))`` as one copy (positions this copy leaves zero
         stay zero)."""
         runs = []

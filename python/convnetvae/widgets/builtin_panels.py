@@ -218,6 +218,8 @@ class TrainPanel:
         self.error = None
         self.history = []
         self.state = "training"
+        self._model = model
+        # an auto-length run: the planned epochs are known once training starts (_on_epoch)
         self.progress.max = int(cfg.get("max_epochs") or 1)
         self.progress.value = 0
         self.progress.bar_style = "info"
@@ -254,6 +256,9 @@ class TrainPanel:
     # ---- the background thread ---------------------------------------------------------
     def _on_epoch(self, epoch: int, row: dict) -> None:
         self.history.append(dict(row))
+        plan = getattr(getattr(getattr(self, "_model", None), "trainer_", None), "plan", None)
+        if plan is not None and plan.epochs != self.progress.max:
+            self.progress.max = int(plan.epochs)
         self.progress.value = min(int(epoch), self.progress.max)
         loss = row.get("train_loss", float("nan"))
         val = row.get("validation_loss")

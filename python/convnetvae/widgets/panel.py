@@ -170,6 +170,9 @@ class Panel:
                 value = str(value)
             if isinstance(wid, w.SelectMultiple):
                 value = tuple(value)
+            elif isinstance(wid, w.Text) and not isinstance(value, str):
+                # a number in a box where empty means None (max_epochs, lr...)
+                value = "" if value is None else str(value)
             wid.value = value
 
     def set_adata(self, adata: Any) -> None:
