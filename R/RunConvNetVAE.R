@@ -74,7 +74,8 @@ RunConvNetVAE <- function(object, ...) {
 #' @param max.epochs Passes over the training cells; None chooses the length from the
 #'   data (a one-cycle learning-rate schedule); the paper: 300 or 200. In R, \code{NULL}
 #'   chooses the length from the data.
-#' @param batch.size Cells per minibatch.
+#' @param batch.size Cells per minibatch; None: 128, or fewer (down to 32) when the data are
+#'   small, so that an epoch has at least 16 optimiser steps.
 #' @param learning.rate Adam learning rate: the peak of the one-cycle schedule or the
 #'   constant rate (None: 1e-2 one-cycle, 1e-3 constant as the paper).
 #' @param device Device: auto (CUDA when present, else CPU), cpu, cuda, cuda:1 ...
@@ -93,7 +94,7 @@ RunConvNetVAE <- function(object, ...) {
 RunConvNetVAE.Seurat <- function(object, assays = NULL, group.by.vars = NULL, bin.size = 10000,
                                  n.bins = 25000, blacklist = NULL,
                                  architecture = "auto", likelihood = "poisson",
-                                 n.latent = 30, max.epochs = NULL, batch.size = 128,
+                                 n.latent = 30, max.epochs = NULL, batch.size = NULL,
                                  learning.rate = NULL, device = "auto", seed = 0,
                                  model.dir = NULL, reduction.name = "convnetvae",
                                  reduction.key = "convnetvae_", verbose = TRUE, ...) {
@@ -190,7 +191,7 @@ RunConvNetVAE.SingleCellExperiment <- function(object, assays = NULL, group.by.v
                                                n.bins = 25000, blacklist = NULL,
                                                architecture = "auto",
                                                likelihood = "poisson", n.latent = 30,
-                                               max.epochs = NULL, batch.size = 128,
+                                               max.epochs = NULL, batch.size = NULL,
                                                learning.rate = NULL, device = "auto",
                                                seed = 0, model.dir = NULL,
                                                reduction.name = "CONVNETVAE", verbose = TRUE,
@@ -297,7 +298,7 @@ RunConvNetVAE.SingleCellExperiment <- function(object, assays = NULL, group.by.v
 RunConvNetVAE.default <- function(object, group.by.vars = NULL, meta.data = NULL,
                                   bin.size = 10000, n.bins = 25000, blacklist = NULL,
                                   architecture = "auto", likelihood = "poisson",
-                                  n.latent = 30, max.epochs = NULL, batch.size = 128,
+                                  n.latent = 30, max.epochs = NULL, batch.size = NULL,
                                   learning.rate = NULL, device = "auto", seed = 0,
                                   model.dir = NULL, verbose = TRUE, ...) {
   prep <- .default_inputs(object, group.by.vars, meta.data, bin.size, verbose)

@@ -76,10 +76,10 @@
       doc = "Passes over the training cells; None chooses the length from the data (a one-cycle learning-rate schedule); the paper: 300 or 200."
     ),
     `batch.size` = list(
-      name = "batch_size", type = "integer", optional = FALSE, default = 128,
+      name = "batch_size", type = "integer", optional = TRUE, default = NULL,
       min = 2.0, max = NA, min_open = FALSE, max_open = FALSE,
       choices = NULL, formal = TRUE,
-      doc = "Cells per minibatch."
+      doc = "Cells per minibatch; None: 128, or fewer (down to 32) when the data are small, so that an epoch has at least 16 optimiser steps."
     ),
     `learning.rate` = list(
       name = "lr", type = "double", optional = TRUE, default = NULL,

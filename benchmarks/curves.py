@@ -68,8 +68,10 @@ def vae_point(a: ad.AnnData, mods: list[str], batch_key: str | None, labels: np.
         from convnetvae import schedule
 
         n_train = a.n_obs - int(round(a.n_obs * 0.1))
-        default = schedule.plan(n_train, a.n_vars, len(mods), 128, None, None, "auto",
-                                schedule.training_flops_per_cell(model.module))
+        default = schedule.plan(n_train, a.n_vars, len(mods),
+                                schedule.auto_batch_size(n_train), None, None, "auto",
+                                schedule.training_flops_per_cell(model.module),
+                                sum(p.numel() for p in model.module.parameters()))
         train_kw = {"max_epochs": max(1, int(round(fraction * default.epochs))),
                     "lr_schedule": "onecycle"}
     t0 = time.perf_counter()

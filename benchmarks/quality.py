@@ -157,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--datasets", default=",".join(ALL))
     p.add_argument("--models", default="conv-k51s51,conv-k11s3x2,fc-l1,lsi")
     p.add_argument("--shuffle-control", default="simulator",
-                   help="datasets on which conv-k51s51+shuffle is added (comma-separated, or 'none')")
+                   help="datasets on which the first neural model's +shuffle control is added "
+                        "(comma-separated, or 'none')")
     p.add_argument("--epochs", type=lambda t: None if t.lower() in ("auto", "none") else int(t),
                    default=None, help="epochs per fold (constant learning rate, as the paper); "
                    "default 'auto': the package's default training")
@@ -191,8 +192,9 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         adata, labels_key, batch_key = load_dataset(name, root or Path("."), args.max_bins, args.sim_cells)
         models = args.models.split(",")
-        if name in shuffle_on:
-            models = models + ["conv-k51s51+shuffle"]
+        if name in shuffle_on:  # the control of the first neural model
+            first = next((m for m in models if m not in ("lsi", "lsi-unscaled")), "conv-k51s51")
+            models = models + [f"{first}+shuffle"]
         cfg = BenchmarkConfig(models=models, labels_key=labels_key, batch_key=batch_key, folds=args.folds,
                               epochs=args.epochs, n_importance=args.n_importance, seed=0)
         print(f"== {name}: {adata.n_obs} cells x {adata.n_vars} bins, labels {labels_key}, batch {batch_key}",

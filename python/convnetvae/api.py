@@ -236,7 +236,7 @@ class ConvNetVAE:
                                device=self.device), adata
 
     # ------------------------------------------------------------------ training
-    def train(self, max_epochs: int | None = None, batch_size: int = 128,
+    def train(self, max_epochs: int | None = None, batch_size: int | None = None,
               lr: float | None = None, lr_schedule: str = "auto", validation_size: float = 0.1,
               early_stopping: bool = True, patience: int = 20,
               seed: int | None = None, device: str = "auto", progress: bool = True,
@@ -257,7 +257,8 @@ class ConvNetVAE:
             learning-rate schedule); the paper: 300 or 200. ``max_epochs=300,
             early_stopping=False`` trains as the paper (constant learning rate 1e-3).
         batch_size
-            Cells per minibatch.
+            Cells per minibatch; None: 128, or fewer (down to 32) when the data are small, so
+            that an epoch has at least 16 optimiser steps.
         lr
             Adam learning rate: the peak of the one-cycle schedule or the constant rate (None:
             1e-2 one-cycle, 1e-3 constant as the paper).
@@ -353,6 +354,7 @@ class ConvNetVAE:
                                   "best_epoch": trainer.best_epoch,
                                   "epochs_trained": len(hist),
                                   "plan": dataclasses.asdict(trainer.plan),
+                                  "batch_size": trainer.config.batch_size,  # as resolved
                                   "resumed_with_changes": trainer.resume_changes,
                                   **trainer.strategy.describe()})
         self.trainer_ = trainer

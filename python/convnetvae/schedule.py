@@ -81,6 +81,23 @@ def _cos(start: float, end: float, frac: float) -> float:
     return end + (start - end) / 2.0 * (math.cos(math.pi * min(max(frac, 0.0), 1.0)) + 1.0)
 
 
+#: the minibatch size of large data, the smallest one chosen for small data, and the optimiser
+#: steps per epoch small data get (a few hundred cells: 32 cells per step, not 128; at equal
+#: epochs this is what trains small sets in time, docs/benchmarks.md)
+BATCH_SIZE = 128
+MIN_AUTO_BATCH_SIZE = 32
+MIN_STEPS_PER_EPOCH = 16
+
+
+def auto_batch_size(n_train: int) -> int:
+    """The minibatch size when ``batch_size=None``: :data:`BATCH_SIZE`, or the largest power of
+    two that still gives :data:`MIN_STEPS_PER_EPOCH` steps per epoch, never below
+    :data:`MIN_AUTO_BATCH_SIZE`."""
+    want = max(1, int(n_train) // MIN_STEPS_PER_EPOCH)
+    size = 1 << max(0, want.bit_length() - 1)  # largest power of two <= want
+    return int(min(BATCH_SIZE, max(MIN_AUTO_BATCH_SIZE, size)))
+
+
 def steps_per_epoch(n_train: int, batch_size: int) -> int:
     """Optimiser steps of one epoch (the last partial minibatch is kept when it has >= 2 cells)."""
     full, rest = divmod(int(n_train), int(batch_size))
@@ -93,12 +110,15 @@ def steps_per_epoch(n_train: int, batch_size: int) -> int:
 BUDGET_SECONDS_PER_CELL = 0.060
 BUDGET_SHARE = 0.7
 #: the cost model of one epoch: A * training FLOPs per cell and B * bins x modalities for every
-#: training cell, plus C per optimiser step (its fixed cost, which dominates on a few hundred
-#: cells); fitted by benchmarks/default_cost.py on the project's 2-core machine (idle, 2 threads;
-#: largest error 22 %: benchmarks/results/default_cost.json)
-COST_A = 5.5e-11
-COST_B = 1.55e-8
-COST_C = 5.1e-3
+#: training cell, plus C + D * parameters per optimiser step (Adam, gradient clipping and the
+#: other per-step work over every weight, which dominates with small minibatches); fitted by
+#: benchmarks/default_cost.py on the project's 2-core machine (2 threads; the shape measured with
+#: minibatches of 32 and 128, the scale from an idle run; median error 11 %, largest 28 %:
+#: benchmarks/results/default_cost.json)
+COST_A = 3.94e-11
+COST_B = 1.63e-8
+COST_C = 0.0
+COST_D = 2.41e-8
 #: enough optimiser steps for small data, at least this many epochs for large data, at most this
 #: many epochs; and never fewer than FLOOR_EPOCHS when the budget is tight
 TARGET_STEPS = 1000
@@ -108,10 +128,11 @@ FLOOR_EPOCHS = 5
 
 
 def seconds_per_epoch(n_train: int, n_bins: int, n_modalities: int, batch_size: int,
-                      flops_per_cell: float) -> float:
+                      flops_per_cell: float, n_parameters: int = 0) -> float:
     """The cost model's estimate of one training epoch, in seconds on the reference machine."""
     per_cell = COST_A * flops_per_cell + COST_B * n_bins * n_modalities
-    return n_train * per_cell + COST_C * steps_per_epoch(n_train, batch_size)
+    per_step = COST_C + COST_D * n_parameters
+    return n_train * per_cell + per_step * steps_per_epoch(n_train, batch_size)
 
 
 def budget_seconds(n_train: int, n_modalities: int) -> float:
@@ -121,7 +142,7 @@ def budget_seconds(n_train: int, n_modalities: int) -> float:
 
 
 def auto_epochs(n_train: int, n_bins: int, n_modalities: int, batch_size: int,
-                flops_per_cell: float) -> int:
+                flops_per_cell: float, n_parameters: int = 0) -> int:
     """Epochs of an auto-length run, chosen from the data.
 
     The quality term asks for :data:`TARGET_STEPS` optimiser steps, within
@@ -133,24 +154,27 @@ def auto_epochs(n_train: int, n_bins: int, n_modalities: int, batch_size: int,
     spe = steps_per_epoch(n_train, batch_size)
     quality = min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(TARGET_STEPS / spe)))
     cap = int(budget_seconds(n_train, n_modalities)
-              / seconds_per_epoch(n_train, n_bins, n_modalities, batch_size, flops_per_cell))
+              / seconds_per_epoch(n_train, n_bins, n_modalities, batch_size, flops_per_cell,
+                                  n_parameters))
     return max(1, min(quality, max(FLOOR_EPOCHS, cap)))
 
 
 def _default_rule(n_train: int, n_bins: int, n_modalities: int, batch_size: int,
-                  flops_per_cell: float) -> int:
-    return auto_epochs(n_train, n_bins, n_modalities, batch_size, flops_per_cell) * \
-        steps_per_epoch(n_train, batch_size)
+                  flops_per_cell: float, n_parameters: int) -> int:
+    return auto_epochs(n_train, n_bins, n_modalities, batch_size, flops_per_cell,
+                       n_parameters) * steps_per_epoch(n_train, batch_size)
 
 
-#: ``rule(n_train, n_bins, n_modalities, batch_size, flops_per_cell) -> steps`` of auto runs
+#: ``rule(n_train, n_bins, n_modalities, batch_size, flops_per_cell, n_parameters) -> steps``
+#: of auto runs
 AUTO_RULE = _default_rule
 
 
 def auto_steps(n_train: int, n_bins: int, n_modalities: int, batch_size: int,
-               flops_per_cell: float) -> int:
+               flops_per_cell: float, n_parameters: int = 0) -> int:
     """Optimiser steps of an auto-length run, chosen from the data (:data:`AUTO_RULE`)."""
-    return int(AUTO_RULE(n_train, n_bins, n_modalities, batch_size, flops_per_cell))
+    return int(AUTO_RULE(n_train, n_bins, n_modalities, batch_size, flops_per_cell,
+                         n_parameters))
 
 
 def training_flops_per_cell(module: torch.nn.Module) -> float:
@@ -177,14 +201,17 @@ def training_flops_per_cell(module: torch.nn.Module) -> float:
 
 
 def plan(n_train: int, n_bins: int, n_modalities: int, batch_size: int, max_epochs: int | None,
-         lr: float | None, lr_schedule: str, flops_per_cell: float = 0.0) -> Plan:
+         lr: float | None, lr_schedule: str, flops_per_cell: float = 0.0,
+         n_parameters: int = 0) -> Plan:
     """Resolve ``max_epochs`` / ``lr`` / ``lr_schedule`` settings into a :class:`Plan`
-    (``flops_per_cell``: :func:`training_flops_per_cell` of the model, for auto runs)."""
+    (``flops_per_cell``: :func:`training_flops_per_cell` of the model, ``n_parameters`` its
+    parameter count, for auto runs)."""
     spe = steps_per_epoch(n_train, batch_size)
     auto = max_epochs is None
     schedule = lr_schedule if lr_schedule != "auto" else ("onecycle" if auto else "constant")
     if auto:
-        steps = auto_steps(n_train, n_bins, n_modalities, batch_size, flops_per_cell)
+        steps = auto_steps(n_train, n_bins, n_modalities, batch_size, flops_per_cell,
+                           n_parameters)
         epochs = max(1, math.ceil(steps / spe))
     else:
         epochs = int(max_epochs)

@@ -128,13 +128,15 @@ class TrainSettings:
     max_epochs: int | None = setting(
         None, "Passes over the training cells; None chooses the length from the data (a "
         "one-cycle learning-rate schedule); the paper: 300 or 200.",
-        min=1, r_formal=True, cli_aliases=("--epochs",), widget={"min": 1, "max": 500})
-    batch_size: int = setting(128, "Cells per minibatch.", min=2, r_formal=True,
-                              widget={"choices": (32, 64, 128, 256, 512)})
+        min=1, r_formal=True, cli_aliases=("--epochs",), widget={"placeholder": "(auto)"})
+    batch_size: int | None = setting(
+        None, "Cells per minibatch; None: 128, or fewer (down to 32) when the data are small, "
+        "so that an epoch has at least 16 optimiser steps.", min=2, r_formal=True,
+        widget={"placeholder": "(auto)"})
     lr: float | None = setting(
         None, "Adam learning rate: the peak of the one-cycle schedule or the constant rate "
         "(None: 1e-2 one-cycle, 1e-3 constant as the paper).", min=0.0, min_open=True,
-        r="learning.rate", r_formal=True, widget={"min": 1e-5, "max": 1e-1, "widget": "box"})
+        r="learning.rate", r_formal=True, widget={"placeholder": "(auto)"})
     lr_schedule: str = setting(
         "auto", "Learning-rate schedule: onecycle (warm-up, then cosine decay), constant (the "
         "paper), or auto (onecycle when max_epochs is None, else constant).",

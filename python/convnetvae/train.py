@@ -135,6 +135,9 @@ class Trainer:
                                   dtype=np.int64)
         if len(self.train_idx) < 2:
             raise ConvNetVAEError("need at least 2 training cells")
+        if config.batch_size is None:  # chosen from the data; recorded in train_config
+            config = replace(config, batch_size=schedule.auto_batch_size(len(self.train_idx)))
+            self.config = config
         self.rng = np.random.default_rng(config.seed + 1)
         self.train_loader = MinibatchLoader(source, batch_codes, mask, self.train_idx,
                                             config.batch_size, shuffle=True, drop_last=True,
@@ -147,7 +150,8 @@ class Trainer:
         flops = schedule.training_flops_per_cell(module) if config.max_epochs is None else 0.0
         self.plan = schedule.plan(len(self.train_idx), source.n_bins, source.n_modalities,
                                   config.batch_size, config.max_epochs, config.lr,
-                                  config.lr_schedule, flops)
+                                  config.lr_schedule, flops,
+                                  sum(p.numel() for p in module.parameters()))
         self.lr_scale = 1.0  # 0.1 after a non-finite epoch was retried
         self.history: list[dict] = []
         self.stopped_early = False

@@ -51,10 +51,12 @@ def test_auto_length_is_chosen_from_the_data():
 
 
 def test_auto_length_fits_the_time_budget():
-    for bins, mods, flops in ((25_000, 1, 2e7), (25_000, 3, 5e7), (5_000, 1, 8e6), (245_220, 3, 4e8)):
+    for bins, mods, flops, params in ((25_000, 1, 2e7, 3e6), (25_000, 3, 5e7, 5e6),
+                                      (5_000, 1, 8e6, 1.5e6), (245_220, 3, 4e8, 3e7)):
         for n in (200, 1000, 5000):
-            epochs = schedule.auto_epochs(n, bins, mods, 128, flops)
-            est = epochs * schedule.seconds_per_epoch(n, bins, mods, 128, flops)
+            batch = schedule.auto_batch_size(n)
+            epochs = schedule.auto_epochs(n, bins, mods, batch, flops, params)
+            est = epochs * schedule.seconds_per_epoch(n, bins, mods, batch, flops, params)
             budget = schedule.BUDGET_SECONDS_PER_CELL * min(mods, 3) * n
             assert est <= schedule.budget_seconds(n, mods) <= budget or \
                 epochs == schedule.FLOOR_EPOCHS
@@ -91,7 +93,7 @@ def test_training_follows_the_plan(small_adata):
 def test_default_training_length_comes_from_the_data(small_adata, monkeypatch):
     seen = {}
 
-    def rule(n_train, n_bins, n_modalities, batch_size, flops_per_cell):
+    def rule(n_train, n_bins, n_modalities, batch_size, flops_per_cell, n_parameters):
         seen.update(n_train=n_train, n_bins=n_bins, n_modalities=n_modalities)
         return 7
 
@@ -202,3 +204,23 @@ def test_statistics_from_disk_equal_those_in_memory(small_adata, tmp_path):
     expect = np.asarray(small_adata.layers["H3K27ac"][mask[:, 1]].sum(0)).ravel()
     np.testing.assert_allclose(mem[0][1], expect)
     np.testing.assert_allclose(mem[0][0], np.asarray(small_adata.layers["ATAC"].sum(0)).ravel())
+
+
+def test_batch_size_is_chosen_from_the_data():
+    sizes = {n: schedule.auto_batch_size(n) for n in (10, 180, 278, 540, 1024, 1800, 2048, 10**6)}
+    assert sizes[10] == sizes[180] == sizes[278] == sizes[540] == schedule.MIN_AUTO_BATCH_SIZE
+    assert sizes[1024] == 64 and sizes[1800] == 64
+    assert sizes[2048] == sizes[10**6] == schedule.BATCH_SIZE
+    for n, b in sizes.items():  # a power of two; small data get >= 16 steps unless at the floor
+        assert b & (b - 1) == 0
+        assert n // b >= schedule.MIN_STEPS_PER_EPOCH or b == schedule.MIN_AUTO_BATCH_SIZE
+
+
+def test_default_training_resolves_and_records_the_batch_size(small_adata):
+    m = cv.ConvNetVAE(small_adata, architecture="conv-k11s11", n_hidden=16, n_latent=4)
+    m.train(max_epochs=1, progress=False)
+    n_train = small_adata.n_obs - round(0.1 * small_adata.n_obs)
+    assert m.train_config["batch_size"] == schedule.auto_batch_size(n_train) == 32
+    assert m.trainer_.plan.steps_per_epoch == schedule.steps_per_epoch(n_train, 32)
+    m.train(max_epochs=1, batch_size=100, progress=False)  # a given size is kept
+    assert m.train_config["batch_size"] == 100

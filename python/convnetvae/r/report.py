@@ -160,7 +160,7 @@ class TimingStrategy(Strategy):
         self.stamps.append(time.perf_counter())
         cfg = trainer.config
         planned = (max(1, len(trainer.train_idx) // cfg.batch_size)
-                   * ((cfg.max_epochs or 10**6) - trainer.start_epoch))
+                   * (trainer.plan.epochs - trainer.start_epoch))
         needed = min(TIMED_STEPS + 2, planned)  # a short training: as many as there are
         if needed < 2:
             self.done = True
@@ -177,10 +177,9 @@ class TimingStrategy(Strategy):
         per_epoch = per_step * (steps + val_steps * max(cfg.batch_size, 256) / cfg.batch_size / 3)
         stop = ("; early stopping may end it sooner" if cfg.early_stopping and len(trainer.val_idx)
                 else "")
-        if not cfg.max_epochs:  # the number of epochs is chosen while training
-            self.say(f"about {duration(per_epoch)} per epoch (timed on the first minibatches).")
-            return
-        total = cfg.max_epochs - trainer.start_epoch
-        self.say(f"estimated training time {duration(per_epoch * (cfg.max_epochs - epoch))} for "
+        epochs = trainer.plan.epochs  # given, or chosen from the data
+        total = epochs - trainer.start_epoch
+        stop = stop if trainer.early_stopping else ""
+        self.say(f"estimated training time {duration(per_epoch * (epochs - epoch))} for "
                  f"{total} epoch{'s' if total != 1 else ''} (about {per_epoch:.2g} s per "
                  f"epoch from the first minibatches{stop}).")
