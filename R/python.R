@@ -176,7 +176,33 @@ convnetvae_available <- function() {
   }
   mod <- .py_call(reticulate::import(module, convert = FALSE))
   assign(module, mod, envir = .convnetvae_state)
+  .warn_slow_blas()
   mod
+}
+
+#' Is R using the reference BLAS (Debian's libblas3)?
+#'
+#' The Python core runs inside this R process, so torch's matrix products resolve to the BLAS R
+#' has loaded; the reference BLAS makes training about ten times slower than in Python.
+#' @param blas Path of R's BLAS library (`sessionInfo()$BLAS`).
+#' @noRd
+.slow_blas <- function(blas = utils::sessionInfo()$BLAS) {
+  is.character(blas) && length(blas) == 1L && grepl("/blas/libblas\\.so", blas)
+}
+
+#' Warn once per session when R's BLAS would slow the Python core down
+#' @noRd
+.warn_slow_blas <- function(blas = utils::sessionInfo()$BLAS) {
+  if (!isTRUE(.convnetvae_state$blas_checked) && .slow_blas(blas)) {
+    warning(
+      "R uses the reference BLAS (", blas, "); the Python core runs inside R and its matrix ",
+      "products use it too, so training is about 10x slower than from Python. Install an ",
+      "optimised BLAS (Debian/Ubuntu: apt-get install libopenblas0-pthread) and restart R.",
+      call. = FALSE
+    )
+  }
+  .convnetvae_state$blas_checked <- TRUE
+  invisible(NULL)
 }
 
 #' reticulate 1.28 warns about Poetry whenever the working directory holds a pyproject.toml (as

@@ -4,7 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-DEBS="r-base-core r-cran-seurat r-cran-reticulate r-bioc-singlecellexperiment r-cran-testthat r-cran-knitr r-cran-rmarkdown r-bioc-biocstyle pandoc chromium"
+# libopenblas0-pthread: R's BLAS. The Python core runs inside R (reticulate), and torch's matrix
+# products then resolve to the BLAS R loaded: with Debian's reference BLAS they were ~10-28x
+# slower in R than in Python (docs/performance.md, "Training from R").
+DEBS="libopenblas0-pthread r-base-core r-cran-seurat r-cran-reticulate r-bioc-singlecellexperiment r-cran-testthat r-cran-knitr r-cran-rmarkdown r-bioc-biocstyle pandoc chromium"
 PY=${PYTHON:-python3.11}
 
 missing=""

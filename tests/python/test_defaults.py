@@ -174,6 +174,10 @@ def test_paper_settings_are_reachable(small_adata):
     x = torch.tensor([[[0.0, 1.0, 3.0] + [0.0] * 597] * 3])
     assert m.module.input_scale is None
     torch.testing.assert_close(transforms.forward(x, c.input_transform), torch.log1p(x))
+    m.train(max_epochs=2, batch_size=128, early_stopping=False, progress=False)  # as README
+    plan = m.trainer_.plan
+    assert (plan.epochs, plan.schedule, plan.lr, plan.auto) == (2, "constant", 1e-3, False)
+    assert m.train_config["batch_size"] == 128 and len(m.history) == 2
 
 
 def test_auto_architecture_from_the_number_of_bins():
