@@ -41,7 +41,8 @@ extrapolated as s/minibatch x 4,434 / 128. Peak RSS is the process's maximum res
 dense process holds the whole dense float32 tensor (1.33 GB), as the reference code does. Then both
 embed ``--embed-cells`` cells (encoder only, eval mode, no gradient, minibatches of 512: ours is
 ``VAE.encode`` over the loader's densified minibatches, as ``get_latent_representation``; dense is
-its encoder over rows of the dense tensor), best of 3, in cells per second.
+its encoder over rows of the dense tensor), best of 3, in cells per second. ``peak_rss_mb`` covers
+training and embedding, ``peak_rss_mb_training`` training alone.
 
     .venv/bin/python benchmarks/scale.py --cases architectures --threads 1 --reps 3
 """
@@ -612,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
                               capture_output=True, text=True, env=env)
         line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
         if proc.returncode != 0 or not line:
-            rec = {"case": name, "error": proc.stderr[-3000:]}
+            rec = {"case": name, "architecture": a.architecture, "error": proc.stderr[-3000:]}
         else:
             rec = json.loads(line[-1][7:])
         rec["wall_seconds"] = time.perf_counter() - t0
@@ -625,11 +626,12 @@ def main(argv: list[str] | None = None) -> int:
            "machine": {"cpus": os.cpu_count(), "note": "2 shared cores, 24 GiB"},
            "data": "random sparse counts (see benchmarks/scale.py docstring), not simulate()",
            "cases": records}
-    if Path(a.out).exists():  # keep results of cases not rerun
+    if Path(a.out).exists():  # keep results of (case, architecture) pairs not rerun
         try:
             old = json.loads(Path(a.out).read_text())
-            done = {r["case"] for r in records}
-            out["cases"] = [r for r in old.get("cases", []) if r.get("case") not in done] + records
+            done = {(r["case"], r.get("architecture")) for r in records}
+            out["cases"] = [r for r in old.get("cases", [])
+                            if (r.get("case"), r.get("architecture")) not in done] + records
         except (json.JSONDecodeError, KeyError):
             pass
     write_json(a.out, out)
