@@ -34,7 +34,8 @@ test_that(".check_setting applies the schema's types, bounds and choices", {
   expect_error(chk("zinb", "likelihood", "model"), "one of 'poisson', 'nb'")
   expect_error(chk(c(1, 2), "seed", "model"), "`seed` must be")
   expect_error(chk(NA, "early.stopping", "train"), "TRUE or FALSE")
-  expect_error(chk(NULL, "batch.size", "train"), "got NULL")
+  expect_error(chk(NULL, "patience", "train"), "got NULL")
+  expect_null(chk(NULL, "batch.size", "train")) # chosen from the data
 })
 
 test_that("arguments passed through ... are renamed and checked", {
