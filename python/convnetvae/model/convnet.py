@@ -42,7 +42,6 @@ class _Block(nn.Sequential):
 _KEEP_BITS = 16
 
 
-@torch.compiler.disable  # NumPy's generator, not traceable (and not worth tracing)
 def dropout_keep(shape: Sequence[int], p: float, device: torch.device,
                  dtype: torch.dtype = torch.float32) -> torch.Tensor | None:
     """A 0/1 keep mask (1 with probability 1 - p) of ``dtype``, or None when ``p == 0``.
