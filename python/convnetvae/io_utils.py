@@ -218,12 +218,13 @@ def check_writable(path: str | os.PathLike, what: str, kind: str = "file",
 
     p = Path(path)
     if kind == "dir" and p.exists() and not p.is_dir():
-        raise ConvNetVAEError(f"{what} {str(p)!r} exists and is a file, not a directory")
+        raise ConvNetVAEError(f"{what} {str(p)!r} is a file, not a directory")
     if kind == "file" and p.is_dir():
         raise ConvNetVAEError(f"{what} {str(p)!r} is a directory; give a file name")
     base = _nearest_existing(p.parent)
     if not base.is_dir():
-        raise ConvNetVAEError(f"{what} {str(p)!r}: {str(base)!r} is a file, not a directory")
+        raise ConvNetVAEError(f"{what} {str(p)!r} cannot be created: {str(base)!r} is a file, "
+                              "not a directory")
     _check_space(base, what, p, expected_bytes)
     try:
         fd, probe = tempfile.mkstemp(prefix=".convnetvae-probe.", dir=base)
@@ -234,7 +235,7 @@ def check_writable(path: str | os.PathLike, what: str, kind: str = "file",
             os.close(fd)
             os.unlink(probe)
     except OSError as err:
-        raise ConvNetVAEError(f"{what} {str(p)!r} cannot be written ({err.strerror} in "
+        raise ConvNetVAEError(f"{what} {str(p)!r} is not writable ({err.strerror} in "
                               f"{str(base)!r}); choose another location") from None
     return p
 

@@ -120,23 +120,23 @@ def write(path: str | os.PathLike, config: dict, state: dict, overwrite: bool = 
     return d
 
 
-def check_destination(path: str | os.PathLike, overwrite: bool) -> Path:
+def check_destination(path: str | os.PathLike, overwrite: bool,
+                      what: str = "model directory") -> Path:
     """Check that a model can be saved at ``path`` (before the work that makes it).
 
-    ``path`` must be new, an empty directory, or (with ``overwrite``) a saved model; its parent
-    must be writable.
+    ``path`` must be new, an empty directory, or (with ``overwrite``) a saved model; it must
+    not be a file and its parent must be writable (:func:`~convnetvae.io_utils.check_writable`).
+    ``what`` names it in messages (R: ``"model_dir"``).
     """
     d = Path(path)
-    if d.exists() and not d.is_dir():
-        raise ConvNetVAEError(f"{str(d)!r} exists and is a file; give a directory for the model")
     if d.is_dir() and any(d.iterdir()):
         if not overwrite:
             raise ConvNetVAEError(f"{d} exists and is not empty; pass overwrite=True")
         if not is_model_dir(d):
             raise ConvNetVAEError(
-                f"{str(d)!r} exists, is not empty and holds no ConvNetVAE model; refusing to "
-                "replace it: give a new or empty directory")
-    check_writable(d, "model directory", kind="dir")
+                f"{what} {str(d)!r} exists, is not empty and holds no ConvNetVAE model; refusing "
+                "to replace it: give a new or empty directory")
+    check_writable(d, what, kind="dir")
     return d
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -314,31 +313,12 @@ def check_model_dir(path: str | os.PathLike) -> str:
     """Check that R's ``model.dir`` can receive a model, before any work; returns its path.
 
     It must be new, empty or hold a saved model (replaced), under a writable parent; otherwise a
-    :class:`ConvNetVAEError` says why (a file, another directory's contents, a read-only disk).
-    Nothing is created (a probe file is written and removed).
+    :class:`ConvNetVAEError` says why (a file, another directory's contents, a read-only or
+    full disk). Nothing is created (a probe file is written and removed).
     """
     if not isinstance(path, (str, os.PathLike)) or not str(path):
         raise ConvNetVAEError("model_dir must be a directory path (a character string)")
-    d = Path(path)
-    if d.exists() and not d.is_dir():
-        raise ConvNetVAEError(f"model_dir {str(d)!r} is a file, not a directory")
-    if d.exists() and any(d.iterdir()) and not model_format.is_model_dir(d):
-        raise ConvNetVAEError(
-            f"model_dir {str(d)!r} exists, is not empty and holds no ConvNetVAE model; give a new "
-            "or empty directory")
-    probe = d
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        raise ConvNetVAEError(f"model_dir {str(d)!r} cannot be created: {str(probe)!r} is a file")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".convnetvae-write-test-", dir=probe)
-        os.close(fd)
-        os.unlink(tmp)
-    except OSError as err:
-        raise ConvNetVAEError(f"model_dir {str(d)!r} is not writable ({str(probe)!r}: "
-                              f"{err.strerror}); choose another directory") from None
-    return str(d)
+    return str(model_format.check_destination(path, overwrite=True, what="model_dir"))
 
 
 def _version() -> str:
@@ -348,11 +328,7 @@ def _version() -> str:
 
 
 def _save(model: Any, d: Path, full_config: dict) -> None:
-    if d.exists() and any(d.iterdir()) and not model_format.is_model_dir(d):
-        raise ConvNetVAEError(
-            f"model.dir {str(d)!r} exists, is not empty and holds no ConvNetVAE model; give a new "
-            "or empty directory")
-    model.save(d, overwrite=True)
+    model.save(d, overwrite=True)  # checks d again (save refuses a non-model directory)
     model_format.write_sidecar(d, BRIDGE_SIDECAR, full_config)
 
 
