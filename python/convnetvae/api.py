@@ -138,10 +138,7 @@ class ConvNetVAE:
         torch.manual_seed(opts.seed)
         self.module = VAE(config)
         if config.input_transform != "log1p" or config.bin_offsets:
-            key = self.registry.get("mask_key")
-            mask = contract.get_mask(adata, mods, key) if (
-                key or contract.MASK_KEY) in adata.obsm else None
-            self.module.init_from_data(*_data_statistics(adata, mods, mask))
+            self.module.init_from_data(*_data_statistics(adata, mods, self._mask(adata)))
         self.seed = opts.seed
         self.history_: list[dict] = []
         self.is_trained = False
@@ -218,16 +215,21 @@ class ConvNetVAE:
             for m in mods:
                 contract.check_counts(adata.layers[m], m)
         codes = contract.batch_codes(adata, self.registry)
-        mask_key = self.registry.get("mask_key")
-        mask = contract.get_mask(adata, mods, mask_key) if (
-            mask_key is not None and mask_key in adata.obsm) or (
-            mask_key is None and contract.MASK_KEY in adata.obsm) else None
+        mask = self._mask(adata)
         if mask is not None and not mask.all() and not self.module.config.use_mask \
                 and self.module.arch.kind == "conv":
             warnings.warn("these cells lack some modalities but the model was trained without "
                           "missing modalities; embeddings of those cells may be poor",
                           stacklevel=3)
         return adata, _source_for(adata, mods), codes, mask
+
+    def _mask(self, adata: ad.AnnData) -> np.ndarray | None:
+        """The observed-modality mask of ``adata`` under the registered key (None: all observed
+        or no mask there)."""
+        key = self.registry.get("mask_key")
+        if (key or contract.MASK_KEY) not in adata.obsm:
+            return None
+        return contract.get_mask(adata, self.modalities, key)
 
     def _loader(self, adata: ad.AnnData | None, batch_size: int) -> tuple[MinibatchLoader,
                                                                           ad.AnnData]:

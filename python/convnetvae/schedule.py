@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .data.loader import n_minibatches
+
 #: peak learning rate of the one-cycle schedule and the paper's constant learning rate
 ONE_CYCLE_LR = 1e-2
 CONSTANT_LR = 1e-3
@@ -99,9 +101,9 @@ def auto_batch_size(n_train: int) -> int:
 
 
 def steps_per_epoch(n_train: int, batch_size: int) -> int:
-    """Optimiser steps of one epoch (the last partial minibatch is kept when it has >= 2 cells)."""
-    full, rest = divmod(int(n_train), int(batch_size))
-    return max(1, full + (1 if rest >= 2 else 0))
+    """Optimiser steps of one epoch: the training loader's minibatches (the last partial one is
+    kept when it has >= 2 cells)."""
+    return max(1, n_minibatches(n_train, batch_size, drop_last=True))
 
 
 #: the time budget of default training, seconds per cell and modality (the issue's 1 minute per

@@ -111,9 +111,10 @@ def is_disk_matrix(x: Any) -> bool:
     return isinstance(x, (CSRDataset, CSCDataset))
 
 
-def iter_csr_chunks(x: Any, chunk_rows: int = 8192) -> Iterator[tuple[int, np.ndarray,
-                                                                    np.ndarray]]:
-    """Yield ``(first_row, indptr, data)`` for consecutive row blocks of a CSR layer on disk.
+def iter_csr_chunks(x: Any, chunk_rows: int = 8192, indices: bool = False
+                    ) -> Iterator[tuple[Any, ...]]:
+    """Yield ``(first_row, indptr, data)`` for consecutive row blocks of a CSR layer on disk
+    (``(first_row, indptr, data, indices)`` with ``indices=True``).
 
     The blocks are read one at a time (memory: one block's non-zeros); ``indptr`` is relative to
     the block.
@@ -127,28 +128,26 @@ def iter_csr_chunks(x: Any, chunk_rows: int = 8192) -> Iterator[tuple[int, np.nd
     n = len(ip) - 1
     for a in range(0, n, chunk_rows):
         b = min(n, a + chunk_rows)
-        yield a, ip[a:b + 1] - ip[a], np.asarray(data[ip[a]:ip[b]])
+        block = (a, ip[a:b + 1] - ip[a], np.asarray(data[ip[a]:ip[b]]))
+        if indices:
+            block += (np.asarray(x.group["indices"][ip[a]:ip[b]], dtype=np.int64),)
+        yield block
 
 
 def disk_sums(x: Any, chunk_rows: int = 8192, row_weights: np.ndarray | None = None
               ) -> tuple[np.ndarray, np.ndarray]:
     """Row sums and column sums (float64) of a CSR layer on disk, read block by block
     (``row_weights``: each row's weight in both sums, e.g. 0 for a masked cell)."""
-    if _encoding(x.group) != "csr_matrix":
-        raise ConvNetVAEError(
-            "a count layer on disk is stored as CSC; rewrite it as CSR "
-            "(adata.layers[m] = adata.layers[m].tocsr()) to train from disk")
     n, g = x.shape
-    ip = np.asarray(x.group["indptr"][:], dtype=np.int64)
     rows, cols = np.zeros(n, dtype=np.float64), np.zeros(g, dtype=np.float64)
-    for a in range(0, n, chunk_rows):
-        b = min(n, a + chunk_rows)
-        data = np.asarray(x.group["data"][ip[a]:ip[b]], dtype=np.float64)
-        idx = np.asarray(x.group["indices"][ip[a]:ip[b]], dtype=np.int64)
-        rows[a:b] = np.bincount(np.repeat(np.arange(b - a), np.diff(ip[a:b + 1])), weights=data,
+    for a, indptr, data, idx in iter_csr_chunks(x, chunk_rows, indices=True):
+        per_row = np.diff(indptr)
+        b = a + len(per_row)
+        data = data.astype(np.float64)
+        rows[a:b] = np.bincount(np.repeat(np.arange(b - a), per_row), weights=data,
                                 minlength=b - a)
         if row_weights is not None:
-            data = data * np.repeat(row_weights[a:b], np.diff(ip[a:b + 1]))
+            data = data * np.repeat(row_weights[a:b], per_row)
         cols += np.bincount(idx, weights=data, minlength=g)
     if row_weights is not None:
         rows *= row_weights

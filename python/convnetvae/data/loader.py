@@ -29,6 +29,13 @@ class CountSource(Protocol):
         """(indptr, indices, data) of the given rows (sorted, unique) of one modality."""
 
 
+def n_minibatches(n: int, batch_size: int, drop_last: bool) -> int:
+    """Minibatches of ``n`` cells; with ``drop_last`` a last partial minibatch of one cell is
+    dropped (BatchNorm needs two)."""
+    full, rest = divmod(int(n), int(batch_size))
+    return full + (1 if rest and not (drop_last and rest < 2) else 0)
+
+
 class InMemorySource:
     """CSR matrices held in memory (one per modality)."""
 
@@ -160,11 +167,7 @@ class MinibatchLoader:
         self._cache: tuple[int, np.ndarray, InMemorySource] | None = None
 
     def __len__(self) -> int:
-        n = len(self.indices)
-        full, rest = divmod(n, self.batch_size)
-        if rest and not (self.drop_last and rest < 2):
-            full += 1
-        return full
+        return n_minibatches(len(self.indices), self.batch_size, self.drop_last)
 
     def batches(self) -> list[np.ndarray]:
         """The row indices of each minibatch of one epoch (draws the shuffle)."""

@@ -158,9 +158,7 @@ class TimingStrategy(Strategy):
         if self.done:
             return
         self.stamps.append(time.perf_counter())
-        cfg = trainer.config
-        planned = (max(1, len(trainer.train_idx) // cfg.batch_size)
-                   * (trainer.plan.epochs - trainer.start_epoch))
+        planned = trainer.plan.steps_per_epoch * (trainer.plan.epochs - trainer.start_epoch)
         needed = min(TIMED_STEPS + 2, planned)  # a short training: as many as there are
         if needed < 2:
             self.done = True
@@ -172,14 +170,13 @@ class TimingStrategy(Strategy):
 
     def _report(self, trainer: Any, per_step: float, epoch: int) -> None:
         cfg = trainer.config
-        steps = max(1, len(trainer.train_idx) // cfg.batch_size)
+        steps = trainer.plan.steps_per_epoch
         val_steps = len(trainer.val_idx) / max(cfg.batch_size, 256)
         per_epoch = per_step * (steps + val_steps * max(cfg.batch_size, 256) / cfg.batch_size / 3)
-        stop = ("; early stopping may end it sooner" if cfg.early_stopping and len(trainer.val_idx)
-                else "")
+        stop = ("; early stopping may end it sooner"
+                if trainer.early_stopping and len(trainer.val_idx) else "")
         epochs = trainer.plan.epochs  # given, or chosen from the data
         total = epochs - trainer.start_epoch
-        stop = stop if trainer.early_stopping else ""
         self.say(f"estimated training time {duration(per_epoch * (epochs - epoch))} for "
                  f"{total} epoch{'s' if total != 1 else ''} (about {per_epoch:.2g} s per "
                  f"epoch from the first minibatches{stop}).")

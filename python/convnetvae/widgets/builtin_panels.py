@@ -256,9 +256,9 @@ class TrainPanel:
     # ---- the background thread ---------------------------------------------------------
     def _on_epoch(self, epoch: int, row: dict) -> None:
         self.history.append(dict(row))
-        plan = getattr(getattr(getattr(self, "_model", None), "trainer_", None), "plan", None)
-        if plan is not None and plan.epochs != self.progress.max:
-            self.progress.max = int(plan.epochs)
+        planned = self._model.trainer_.plan.epochs  # trainer_ is set when training starts
+        if planned != self.progress.max:
+            self.progress.max = int(planned)
         self.progress.value = min(int(epoch), self.progress.max)
         loss = row.get("train_loss", float("nan"))
         val = row.get("validation_loss")

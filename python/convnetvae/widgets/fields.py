@@ -276,8 +276,6 @@ def _optional_number_field(p: _Param) -> Field:
     """A text box where empty means None."""
     init = "" if not p.has_default or p.default is None else str(p.default)
     placeholder = p.opts.pop("placeholder", NONE_LABEL)  # e.g. "(auto)": chosen from the data
-    for unused in ("min", "max", "widget", "step"):  # a box has no slider bounds
-        p.opts.pop(unused, None)
     widget = w.Text(value=init, placeholder=placeholder, **p.common)
     name, fname = p.name, p.fname
 
