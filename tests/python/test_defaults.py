@@ -228,3 +228,26 @@ def test_default_training_resolves_and_records_the_batch_size(small_adata):
     assert m.trainer_.plan.steps_per_epoch == schedule.steps_per_epoch(n_train, 32)
     m.train(max_epochs=1, batch_size=100, progress=False)  # a given size is kept
     assert m.train_config["batch_size"] == 100
+
+
+def test_adam_is_fused_on_cpu_and_makes_the_same_update(small_adata, monkeypatch):
+    from convnetvae import train as train_mod
+
+    def fit(kind):
+        monkeypatch.setattr(train_mod, "adam_implementation", lambda module: {kind: True})
+        m = cv.ConvNetVAE(small_adata, architecture="conv-k11s11", n_hidden=16, n_latent=4)
+        m.train(max_epochs=2, batch_size=64, progress=False)
+        return m
+
+    fused, foreach = fit("fused"), fit("foreach")
+    assert fused.trainer_.optimizer.defaults["fused"]
+    assert not foreach.trainer_.optimizer.defaults["fused"]
+    # the same update up to rounding (weights right before a BatchNorm get gradients of ~0, whose
+    # sign Adam amplifies, so the losses are compared rather than every weight)
+    for col in ("train_loss", "validation_loss"):
+        a, b = fused.history[col].to_numpy(), foreach.history[col].to_numpy()
+        assert np.allclose(a, b, rtol=1e-3), col
+    monkeypatch.undo()
+    m = cv.ConvNetVAE(small_adata, architecture="conv-k11s11", n_hidden=16, n_latent=4)
+    assert train_mod.adam_implementation(m.module) == {"fused": True}  # the default on CPU
+    assert train_mod.adam_implementation(m.module.to("meta")) == {"foreach": True}
