@@ -171,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="0", help="--curves: seeds of the neural models")
     p.add_argument("--curve-models", default="default,fc-l1", help="--curves: neural models; model@f1/f2 runs one at its own fractions")
     p.add_argument("--folds", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0, help="seed of the folds and the models (k-fold runs)")
     p.add_argument("--max-bins", type=int, default=10_000, help="top-bin selection cap (paper: 25,000)")
     p.add_argument("--sim-cells", type=int, default=1500)
     p.add_argument("--n-importance", type=int, default=100)
@@ -196,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             first = next((m for m in models if m not in ("lsi", "lsi-unscaled")), "conv-k51s51")
             models = models + [f"{first}+shuffle"]
         cfg = BenchmarkConfig(models=models, labels_key=labels_key, batch_key=batch_key, folds=args.folds,
-                              epochs=args.epochs, n_importance=args.n_importance, seed=0)
+                              epochs=args.epochs, n_importance=args.n_importance, seed=args.seed)
         print(f"== {name}: {adata.n_obs} cells x {adata.n_vars} bins, labels {labels_key}, batch {batch_key}",
               file=sys.stderr, flush=True)
         res = run_benchmark(adata, cfg, log=lambda m: print(m, file=sys.stderr, flush=True))
