@@ -35,54 +35,12 @@ def poisson_log_prob(x: torch.Tensor, log_w: torch.Tensor, lib: torch.Tensor,
     lgamma_x
         Precomputed ``sum_g log x_g!`` (B x M), if available.
     """
-    return _poisson_from_dot((x * log_w).sum(-1), x, lib, lgamma_x)
-
-
-def _poisson_from_dot(dot: torch.Tensor, x: torch.Tensor, lib: torch.Tensor,
-                      lgamma_x: torch.Tensor | None) -> torch.Tensor:
-    """The Poisson log-probability from ``dot = sum_g x_g log w_g`` (the module docstring)."""
+    dot = (x * log_w).sum(-1)
     safe = lib.clamp_min(1e-12)
     l_log_l = torch.where(lib > 0, lib * torch.log(safe), torch.zeros_like(lib))
     if lgamma_x is None:
         lgamma_x = log_factorial_sum(x)
     return dot + l_log_l - lib - lgamma_x
-
-
-class _XDotLogSoftmax(torch.autograd.Function):
-    """``sum_g x_g log softmax(logits)_g`` (B x M) from the logits, with a backward pass that
-    keeps only the logits: ``d/dlogits = x - (sum_g x_g) softmax(logits)``.
-
-    Autograd through ``log_softmax`` keeps the B x M x G log-softmax for the backward pass and
-    builds two more full-size tensors there (the gradient ``x * g`` and the log-softmax's own);
-    this keeps the logits (which the decoder made anyway) and builds one. With all 245,220 bins
-    of three modalities a full-size tensor of a minibatch of 128 is 377 MB.
-    """
-
-    @staticmethod
-    def forward(ctx, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        lse = torch.logsumexp(logits, dim=-1)
-        total = x.sum(-1)
-        flat = logits.shape[-1]
-        dot = torch.bmm(x.reshape(-1, 1, flat), logits.reshape(-1, flat, 1)).reshape(total.shape)
-        ctx.save_for_backward(logits, x, lse, total)
-        return dot - total * lse
-
-    @staticmethod
-    def backward(ctx, g: torch.Tensor):  # noqa: D102
-        logits, x, lse, total = ctx.saved_tensors
-        grad = torch.sub(logits, lse.unsqueeze(-1)).exp_()  # softmax
-        grad.mul_((-g * total).unsqueeze(-1)).addcmul_(x, g.unsqueeze(-1))
-        return grad, None
-
-
-def poisson_log_prob_from_logits(x: torch.Tensor, logits: torch.Tensor, lib: torch.Tensor,
-                                 lgamma_x: torch.Tensor | None = None) -> torch.Tensor:
-    """:func:`poisson_log_prob` of ``log_w = log_softmax(logits)``, computed from the logits
-    (B x M x G) without building ``log_w`` (see :class:`_XDotLogSoftmax`). ``x`` takes no gradient."""
-    # in float32 (or float64) as log_softmax under autocast; the cast is a no-op otherwise
-    dtype = torch.promote_types(logits.dtype, torch.float32)
-    dot = _XDotLogSoftmax.apply(logits.to(dtype), x.detach().to(dtype))
-    return _poisson_from_dot(dot, x, lib, lgamma_x)
 
 
 def nb_log_prob(x: torch.Tensor, log_w: torch.Tensor, lib: torch.Tensor,

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..errors import ConvNetVAEError
 from . import transforms
-from .likelihoods import LIKELIHOODS, log_factorial_sum, nb_log_prob, poisson_log_prob_from_logits
+from .likelihoods import LIKELIHOODS, log_factorial_sum, nb_log_prob, poisson_log_prob
 from .registry import family_of, parse_architecture
 
 LOGVAR_MIN, LOGVAR_MAX = -15.0, 10.0
@@ -148,32 +148,26 @@ class VAE(nn.Module):
         mu, logvar = self.encoder(h, self.batch_onehot(batch), mf if self.mask_input else None)
         return mu, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
 
-    def decode_logits(self, z: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
-        """Unnormalised log weights over bins per modality (B, M, G): the decoder's output plus
-        the bin and batch offsets."""
+    def decode(self, z: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+        """Log softmax over bins per modality (B, M, G)."""
         logits = self.decoder(z, self.batch_onehot(batch))
         if self.bin_offset is not None:
             logits = logits + self.bin_offset
         if self.batch_offset is not None:
             logits = logits + self.batch_offset.index_select(0, batch.long())
-        return logits
-
-    def decode(self, z: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
-        """Log softmax over bins per modality (B, M, G)."""
-        return F.log_softmax(self.decode_logits(z, batch), dim=-1)
+        return F.log_softmax(logits, dim=-1)
 
     def log_px_z(self, x: torch.Tensor, z: torch.Tensor, batch: torch.Tensor,
                  mask: torch.Tensor | None = None, lib: torch.Tensor | None = None,
                  lgamma_x: torch.Tensor | None = None) -> torch.Tensor:
         """log p(x | z, b) per cell, summed over bins and observed modalities."""
+        log_w = self.decode(z, batch)
         if lib is None:
             lib = x.sum(-1)
         if self.config.likelihood == "poisson":
-            # from the logits: no log-softmax tensor is kept for the backward pass
-            lp = poisson_log_prob_from_logits(x, self.decode_logits(z, batch), lib, lgamma_x)
+            lp = poisson_log_prob(x, log_w, lib, lgamma_x)
         else:
-            lp = nb_log_prob(x, self.decode(z, batch), lib, self.log_theta.clamp(-10.0, 12.0),
-                             lgamma_x)
+            lp = nb_log_prob(x, log_w, lib, self.log_theta.clamp(-10.0, 12.0), lgamma_x)
         return (lp * self._mask_float(x, mask)).sum(-1)
 
     def forward(self, x: torch.Tensor, batch: torch.Tensor, mask: torch.Tensor | None = None,
