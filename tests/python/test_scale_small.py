@@ -115,3 +115,27 @@ def test_small_scale_cases_run_and_match_the_dense_loss_curve(scale, tmp_path, m
         disk["sparse"]["seconds_per_minibatch"] * 3000 / 32)
     assert np.isfinite(disk["sparse"]["loss_curve"]).all()
     assert disk["dense_float32_gb"] == pytest.approx(3000 * 3 * 1200 * 4 / 1e9)
+
+
+def test_embed_bound_counts_the_encoder_multiply_adds(tmp_path):
+    bound = _load("embed_bound")
+    # Group 1, one chromosome of 330 bins, no chromosome padding: conv k11 s11 -> 30 windows x 32
+    # channels from 3 modalities, then FC 960 -> 128 and the two 128 -> 30 heads
+    cfg = ModuleConfig(n_modalities=3, n_batches=1, architecture="conv-k11s11", chrom_lengths=[330])
+    module = VAE(cfg).eval()
+    want = 30 * 32 * 3 * 11 + 960 * 128 + 2 * 128 * 30
+    assert bound.encoder_macs_per_cell(module, 3, 330) == pytest.approx(want)
+    assert bound.gemm_macs_per_second(module, repeats=2) > 0
+    ref = tmp_path / "ref.json"
+    ref.write_text('{"summary": [{"architecture": "conv-k11s11", "dense_embed_cells_per_second": 100.0,'
+                   ' "ours_embed_cells_per_second": 90.0}]}')
+    out = tmp_path / "bound.json"
+    threads = torch.get_num_threads()
+    try:
+        assert bound.main(["--threads", "1", "--bins", "2000", "--reference", str(ref), "--out", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    import json
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["architecture"] == "conv-k11s11" and row["bound_vs_dense"] == pytest.approx(
+        row["bound_cells_per_second"] / 100.0)
