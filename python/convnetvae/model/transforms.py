@@ -50,7 +50,7 @@ def forward(x: torch.Tensor, kind: str, scale: torch.Tensor | None = None,
     w = scale.view(1, -1, 1) / lib
     if kind == "tfidf":
         w = w * idf.unsqueeze(0)
-    return torch.log1p(x * w)
+    return (x * w).log1p_()  # in place on the product: one full-size tensor, not two
 
 
 def inverse(h: torch.Tensor, kind: str, library_sizes: torch.Tensor,

@@ -142,10 +142,11 @@ class VAE(nn.Module):
     def encode(self, x: torch.Tensor, batch: torch.Tensor, mask: torch.Tensor | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log-variance of q(z | x, b) from raw counts ``x`` (B, M, G)."""
-        mf = self._mask_float(x, mask)
-        h = transforms.forward(x, self.config.input_transform, self.input_scale,
-                               self.input_idf) * mf.unsqueeze(-1)
-        mu, logvar = self.encoder(h, self.batch_onehot(batch), mf if self.mask_input else None)
+        h = transforms.forward(x, self.config.input_transform, self.input_scale, self.input_idf)
+        if mask is not None:  # unobserved modalities read as zeros (without a mask: a pass saved)
+            h = h * mask.to(h.dtype).unsqueeze(-1)
+        mf = self._mask_float(x, mask) if self.mask_input else None
+        mu, logvar = self.encoder(h, self.batch_onehot(batch), mf)
         return mu, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
 
     def decode(self, z: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
