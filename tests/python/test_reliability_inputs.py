@@ -71,6 +71,15 @@ def test_duplicate_csr_entries_are_summed_in_memory_and_on_disk(tmp_path):
                     log_factorials=lf_dup)
     np.testing.assert_array_equal(d_ref, d_dup)
     np.testing.assert_allclose(lf_ref, lf_dup)
+    # the training loader's per-row log-factorials (computed once for in-memory sources)
+    from convnetvae.data.loader import MinibatchLoader
+
+    loader = MinibatchLoader(InMemorySource([_split_into_duplicates(adata.layers["ATAC"])]),
+                             np.zeros(60, int), None, indices=np.arange(5, 60), batch_size=16,
+                             shuffle=True, generator=np.random.default_rng(1))
+    for mb in loader:
+        np.testing.assert_array_equal(mb.x.numpy(), d_ref[mb.index])
+        np.testing.assert_allclose(mb.log_factorials.numpy(), lf_ref[mb.index], rtol=1e-6)
     # a file with duplicate entries, trained from disk and from memory
     path = tmp_path / "dup.h5ad"
     adata.write_h5ad(path)

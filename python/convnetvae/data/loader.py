@@ -165,6 +165,7 @@ class MinibatchLoader:
         self.buffer_blocks = max(1, int(buffer_blocks))
         self._buffer_of_row: np.ndarray | None = None
         self._cache: tuple[int, np.ndarray, InMemorySource] | None = None
+        self._row_log_factorials: np.ndarray | None = None
 
     def __len__(self) -> int:
         return n_minibatches(len(self.indices), self.batch_size, self.drop_last)
@@ -214,14 +215,37 @@ class MinibatchLoader:
         _, buf, cached = self._cache
         return cached, np.searchsorted(buf, sorted_rows)
 
+    def _log_factorials_of_rows(self) -> np.ndarray | None:
+        """``sum_g log(x_g!)`` of every row and modality of an in-memory source, computed once
+        (every epoch reads the same rows: per minibatch this was a ``gammaln`` of each non-zero,
+        up to 3 ms of a 25 ms step on dense data); ``None`` for sources on disk."""
+        if not isinstance(self.source, InMemorySource):
+            return None
+        if self._row_log_factorials is None:
+            out = np.zeros((self.source.n_obs, self.source.n_modalities), dtype=np.float32)
+            for j, mat in enumerate(self.source.mats):
+                if not mat.has_canonical_format:  # duplicates: the factorial of their sum
+                    mat = mat.copy()
+                    mat.sum_duplicates()
+                rows = np.repeat(np.arange(mat.shape[0]), np.diff(mat.indptr))
+                out[:, j] = np.bincount(rows, weights=gammaln(np.asarray(mat.data, np.float64)
+                                                              + 1.0), minlength=mat.shape[0])
+            self._row_log_factorials = out
+        return self._row_log_factorials
+
     def load(self, rows: np.ndarray) -> Minibatch:
         """Densify the given rows and move them to the device."""
         sorted_rows = np.sort(rows)
         src, local = self._rows_source(sorted_rows)
-        lf = np.zeros((len(local), src.n_modalities), dtype=np.float64)
-        x = densify(src, local, log_factorials=lf)
+        cached = self._log_factorials_of_rows()
+        if cached is None:
+            lf = np.zeros((len(local), src.n_modalities), dtype=np.float64)
+            x = densify(src, local, log_factorials=lf)
+            lft = torch.from_numpy(lf.astype(np.float32))
+        else:
+            x = densify(src, local)
+            lft = torch.from_numpy(cached[sorted_rows])
         xt = torch.from_numpy(x)
-        lft = torch.from_numpy(lf.astype(np.float32))
         lib_pos = xt.sum(-1) > 0
         if self.mask is not None:
             mask = torch.from_numpy(self.mask[sorted_rows]) & lib_pos
