@@ -13,7 +13,7 @@ import convnetvae as cv
 from convnetvae import schedule
 from convnetvae.model import transforms
 from convnetvae.model.registry import auto_architecture, resolve_architecture
-from convnetvae.model.vae import VAE, ModuleConfig
+from convnetvae.model.vae import VAE, ModuleConfig, count_parameters
 
 
 # ---------------------------------------------------------------------------- schedule
@@ -187,6 +187,31 @@ def test_auto_architecture_from_the_number_of_bins():
     assert auto_architecture(300) == "conv-k11s11"
     assert resolve_architecture("AUTO", 25_000) == "conv-k51s51"
     assert resolve_architecture("conv-k31s31", 25_000) == "conv-k31s31"
+
+
+def test_conv_channels_in_the_name_and_the_papers_32_otherwise():
+    from convnetvae.errors import ConvNetVAEError
+    from convnetvae.model.registry import parse_architecture
+
+    assert parse_architecture("conv-k51s51").channels == (32,)  # the paper's models unchanged
+    assert parse_architecture("conv-k11s3x3").channels == (32, 64, 128)
+    assert parse_architecture("conv-k51s51c8").channels == (8,)
+    assert parse_architecture("conv-k11s3x2c16").channels == (16, 32)
+    with pytest.raises(ConvNetVAEError, match="channels"):
+        parse_architecture("conv-k11s11c0")
+    with pytest.raises(ConvNetVAEError, match="c<channels>"):
+        parse_architecture("conv-k11s11c")
+
+
+def test_channels_in_the_name_build_the_model(small_adata):
+    small = cv.ConvNetVAE(small_adata, architecture="conv-k11s11c8", n_hidden=16, n_latent=4)
+    assert small.module.encoder.convs[0].out_channels == 8
+    assert small.module.decoder.weights[0].shape[1] == 8
+    paper = cv.ConvNetVAE(small_adata, n_hidden=16, n_latent=4)  # auto: the paper's 32
+    assert paper.module.encoder.convs[0].out_channels == 32
+    assert count_parameters(small.module) < count_parameters(paper.module)
+    small.train(max_epochs=1, batch_size=64, progress=False)
+    assert small.get_latent_representation().shape == (small_adata.n_obs, 4)
 
 
 def test_statistics_from_disk_equal_those_in_memory(small_adata, tmp_path):
