@@ -81,7 +81,8 @@ class ConvNetVAE:
         baseline). ``"auto"`` picks conv-k51s51, conv-k31s31 or conv-k11s11 from the number of
         bins (:func:`~convnetvae.model.registry.auto_architecture`); the registry
         (:mod:`convnetvae.model.registry`) lists the others: ``"conv-k11s3x1"`` ..
-        ``"conv-k11s3x3"`` (Group 2), any ``"conv-k<K>s<S>[x<L>][c<C>]"`` (``c<C>``: channels of the first layer, 32 unless given), ``"fc-l1"`` .. ``"fc-l3"``.
+        ``"conv-k11s3x3"`` (Group 2), any ``"conv-k<K>s<S>[x<L>][c<C>]"`` (``c<C>``: channels
+        of the first layer, 32 unless given), ``"fc-l1"`` .. ``"fc-l3"``.
     likelihood
         Count likelihood: poisson (the paper) or nb (negative binomial, one dispersion per bin
         and modality).
