@@ -117,6 +117,11 @@ def test_input_transform_and_its_inverse(kind):
     back = transforms.inverse(h, kind, x.sum(-1), scale, idf)
     keep = torch.ones_like(x, dtype=torch.bool) if kind != "tfidf" else (idf > 0).expand_as(x)
     torch.testing.assert_close(back[keep], x[keep], rtol=1e-4, atol=1e-4)
+    # the library sizes the model computed once give the same input
+    torch.testing.assert_close(transforms.forward(x, kind, scale, idf, x.sum(-1)), h)
+    if kind != "log1p":  # and they are what it uses: twice the library, half the scale
+        torch.testing.assert_close(transforms.forward(x, kind, scale, idf, 2 * x.sum(-1)),
+                                   transforms.forward(x, kind, scale / 2, idf))
 
 
 def test_depth_transform_removes_sequencing_depth():

@@ -42,11 +42,13 @@ def inverse_frequency(bin_totals: np.ndarray) -> np.ndarray:
 
 
 def forward(x: torch.Tensor, kind: str, scale: torch.Tensor | None = None,
-            idf: torch.Tensor | None = None) -> torch.Tensor:
-    """Encoder input of counts ``x`` (B, M, G); ``scale`` (M,), ``idf`` (M, G)."""
+            idf: torch.Tensor | None = None, library_sizes: torch.Tensor | None = None
+            ) -> torch.Tensor:
+    """Encoder input of counts ``x`` (B, M, G); ``scale`` (M,), ``idf`` (M, G);
+    ``library_sizes`` (B, M), ``x.sum(-1)``, when the caller has it already (a pass saved)."""
     if kind == "log1p":
         return torch.log1p(x)
-    lib = x.sum(-1, keepdim=True).clamp_min(1.0)
+    lib = (x.sum(-1) if library_sizes is None else library_sizes).unsqueeze(-1).clamp_min(1.0)
     w = scale.view(1, -1, 1) / lib
     if kind == "tfidf":
         w = w * idf.unsqueeze(0)

@@ -139,10 +139,12 @@ class VAE(nn.Module):
         return mask.to(x.dtype)
 
     # ----------------------------------------------------------------------- parts
-    def encode(self, x: torch.Tensor, batch: torch.Tensor, mask: torch.Tensor | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and log-variance of q(z | x, b) from raw counts ``x`` (B, M, G)."""
-        h = transforms.forward(x, self.config.input_transform, self.input_scale, self.input_idf)
+    def encode(self, x: torch.Tensor, batch: torch.Tensor, mask: torch.Tensor | None = None,
+               lib: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and log-variance of q(z | x, b) from raw counts ``x`` (B, M, G); ``lib`` (B, M)
+        is ``x.sum(-1)`` when the caller has computed it."""
+        h = transforms.forward(x, self.config.input_transform, self.input_scale, self.input_idf,
+                               lib)
         if mask is not None:  # unobserved modalities read as zeros (without a mask: a pass saved)
             h = h * mask.to(h.dtype).unsqueeze(-1)
         mf = self._mask_float(x, mask) if self.mask_input else None
@@ -183,12 +185,12 @@ class VAE(nn.Module):
         -------
         dict with ``reconstruction`` (log p(x|z), B), ``kl`` (B), ``mu``, ``logvar``.
         """
-        mu, logvar = self.encode(x, batch, mask)
+        lib = x.sum(-1)
+        mu, logvar = self.encode(x, batch, mask, lib)
         if sample:
             z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
         else:
             z = mu
-        lib = x.sum(-1)
         if log_factorials is None:
             log_factorials = log_factorial_sum(x)
         recon = self.log_px_z(x, z, batch, mask, lib, log_factorials)
