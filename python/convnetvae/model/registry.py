@@ -178,6 +178,8 @@ AUTO = "auto"
 #: per modality it aims for at least
 AUTO_STRIDES = (11, 31, 51)
 AUTO_MIN_WINDOWS = 250
+
+
 def auto_architecture(n_bins: int) -> str:
     """The architecture ``"auto"`` stands for on data with ``n_bins`` bins.
 
