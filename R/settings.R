@@ -118,10 +118,10 @@
       doc = "Smallest decrease of the validation loss that counts as an improvement."
     ),
     `kl.warmup.epochs` = list(
-      name = "kl_warmup_epochs", type = "integer", optional = FALSE, default = 0,
+      name = "kl_warmup_epochs", type = "integer", optional = TRUE, default = NULL,
       min = 0.0, max = NA, min_open = FALSE, max_open = FALSE,
       choices = NULL, formal = FALSE,
-      doc = "Linearly increase the KL weight over this many epochs (0 = off, as the paper)."
+      doc = "Linearly increase the KL weight over this many epochs (0 = off, as the paper); None: over the first half of a one-cycle run, off with the constant schedule."
     ),
     `grad.clip` = list(
       name = "grad_clip", type = "double", optional = TRUE, default = 100.0,
@@ -229,7 +229,7 @@
 #'   \item{\code{early.stopping = TRUE}}{With the constant schedule, stop when the validation loss has not improved for patience epochs and keep the best weights (False: train exactly max_epochs, as the paper).}
 #'   \item{\code{patience = 20}}{Epochs without improvement before early stopping.}
 #'   \item{\code{min.delta = 0}}{Smallest decrease of the validation loss that counts as an improvement.}
-#'   \item{\code{kl.warmup.epochs = 0}}{Linearly increase the KL weight over this many epochs (0 = off, as the paper).}
+#'   \item{\code{kl.warmup.epochs = NULL}}{Linearly increase the KL weight over this many epochs (0 = off, as the paper); None: over the first half of a one-cycle run, off with the constant schedule.}
 #'   \item{\code{grad.clip = 100}}{Clip the gradient norm to this value (None = off).}
 #'   \item{\code{weight.decay = 0}}{Adam weight decay.}
 #'   \item{\code{mixed.precision = FALSE}}{bfloat16 autocast of the forward pass (meant for GPUs; weights stay float32).}

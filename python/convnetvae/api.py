@@ -244,7 +244,7 @@ class ConvNetVAE:
               early_stopping: bool = True, patience: int = 20,
               seed: int | None = None, device: str = "auto", progress: bool = True,
               callback: Callable[[int, dict], None] | None = None,
-              stop_event: threading.Event | None = None, kl_warmup_epochs: int = 0,
+              stop_event: threading.Event | None = None, kl_warmup_epochs: int | None = None,
               grad_clip: float | None = 100.0, weight_decay: float = 0.0,
               mixed_precision: bool = False, checkpoint_dir: str | os.PathLike | None = None,
               checkpoint_every: int = 1, resume: bool = False,
@@ -280,7 +280,9 @@ class ConvNetVAE:
         min_delta
             Smallest decrease of the validation loss that counts as an improvement.
         kl_warmup_epochs
-            Linearly increase the KL weight over this many epochs (0 = off, as the paper).
+            Linearly increase the KL weight over this many epochs (0 = off, as the paper);
+            None: over the first half of a one-cycle run, off with the constant schedule. The
+            resolved value is ``model.trainer_.plan.kl_warmup_epochs``.
         grad_clip
             Clip the gradient norm to this value (None = off).
         weight_decay

@@ -49,6 +49,8 @@ class Plan:
         The peak (one-cycle) or constant learning rate.
     auto
         Whether the length was chosen from the data.
+    kl_warmup_epochs
+        Epochs over which the KL weight rises linearly to 1 (0: the full weight from the start).
     """
 
     epochs: int
@@ -56,10 +58,17 @@ class Plan:
     schedule: str
     lr: float
     auto: bool
+    kl_warmup_epochs: int = 0
 
     @property
     def total_steps(self) -> int:
         return self.epochs * self.steps_per_epoch
+
+    def kl_weight(self, epoch: int) -> float:
+        """Weight of the KL term in epoch ``epoch`` (0-based): ``(epoch + 1) / w`` during a
+        warm-up of ``w`` epochs, then 1."""
+        w = self.kl_warmup_epochs
+        return 1.0 if w <= 0 else min(1.0, (epoch + 1) / w)
 
     def lr_factor(self, progress: float) -> float:
         """Multiplier of :attr:`lr` at ``progress`` = fraction of the run done (0 to 1)."""
@@ -203,12 +212,28 @@ def training_flops_per_cell(module: torch.nn.Module) -> float:
         return 6.0 * float(sum(p.numel() for p in module.parameters()))
 
 
+#: share of a one-cycle run over which the KL weight rises from 1/w to 1 when
+#: ``kl_warmup_epochs=None``: with the full weight from the first step, the few hundred steps of
+#: a default run on small data leave the latent space less informative (docs/benchmarks.md,
+#: "KL warm-up")
+KL_WARMUP_FRACTION = 0.5
+
+
+def auto_kl_warmup(epochs: int, schedule: str) -> int:
+    """The KL warm-up of ``kl_warmup_epochs=None``: the first :data:`KL_WARMUP_FRACTION` of a
+    one-cycle run's epochs, none with the constant schedule (the paper)."""
+    if schedule != "onecycle":
+        return 0
+    return int(round(KL_WARMUP_FRACTION * epochs))
+
+
 def plan(n_train: int, n_bins: int, n_modalities: int, batch_size: int, max_epochs: int | None,
          lr: float | None, lr_schedule: str, flops_per_cell: float = 0.0,
-         n_parameters: int = 0) -> Plan:
-    """Resolve ``max_epochs`` / ``lr`` / ``lr_schedule`` settings into a :class:`Plan`
-    (``flops_per_cell``: :func:`training_flops_per_cell` of the model, ``n_parameters`` its
-    parameter count, for auto runs)."""
+         n_parameters: int = 0, kl_warmup_epochs: int | None = None) -> Plan:
+    """Resolve ``max_epochs`` / ``lr`` / ``lr_schedule`` / ``kl_warmup_epochs`` settings into a
+    :class:`Plan` (``flops_per_cell``: :func:`training_flops_per_cell` of the model,
+    ``n_parameters`` its parameter count, for auto runs; ``kl_warmup_epochs=None``:
+    :func:`auto_kl_warmup`)."""
     spe = steps_per_epoch(n_train, batch_size)
     auto = max_epochs is None
     schedule = lr_schedule if lr_schedule != "auto" else ("onecycle" if auto else "constant")
@@ -220,4 +245,6 @@ def plan(n_train: int, n_bins: int, n_modalities: int, batch_size: int, max_epoc
         epochs = int(max_epochs)
     if lr is None:
         lr = ONE_CYCLE_LR if schedule == "onecycle" else CONSTANT_LR
-    return Plan(epochs=epochs, steps_per_epoch=spe, schedule=schedule, lr=float(lr), auto=auto)
+    warmup = auto_kl_warmup(epochs, schedule) if kl_warmup_epochs is None else int(kl_warmup_epochs)
+    return Plan(epochs=epochs, steps_per_epoch=spe, schedule=schedule, lr=float(lr), auto=auto,
+                kl_warmup_epochs=warmup)

@@ -151,8 +151,10 @@ class TrainSettings:
     patience: int = setting(20, "Epochs without improvement before early stopping.", min=1)
     min_delta: float = setting(0.0, "Smallest decrease of the validation loss that counts as an "
                                     "improvement.", min=0.0)
-    kl_warmup_epochs: int = setting(
-        0, "Linearly increase the KL weight over this many epochs (0 = off, as the paper).", min=0)
+    kl_warmup_epochs: int | None = setting(
+        None, "Linearly increase the KL weight over this many epochs (0 = off, as the paper); "
+        "None: over the first half of a one-cycle run, off with the constant schedule.", min=0,
+        widget={"placeholder": "(auto)"})
     grad_clip: float | None = setting(
         100.0, "Clip the gradient norm to this value (None = off).", min=0.0, min_open=True)
     weight_decay: float = setting(0.0, "Adam weight decay.", min=0.0)

@@ -151,7 +151,8 @@ class Trainer:
         self.plan = schedule.plan(len(self.train_idx), source.n_bins, source.n_modalities,
                                   config.batch_size, config.max_epochs, config.lr,
                                   config.lr_schedule, flops,
-                                  sum(p.numel() for p in module.parameters()))
+                                  sum(p.numel() for p in module.parameters()),
+                                  config.kl_warmup_epochs)
         self.lr_scale = 1.0  # 0.1 after a non-finite epoch was retried
         self.history: list[dict] = []
         self.stopped_early = False
@@ -179,8 +180,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ one pass
     def _kl_weight(self, epoch: int) -> float:
-        w = self.config.kl_warmup_epochs
-        return 1.0 if w <= 0 else min(1.0, (epoch + 1) / w)
+        return self.plan.kl_weight(epoch)
 
     def _evaluate(self) -> dict[str, float]:
         """Validation ELBO per cell (summed over every process's share by the strategy)."""

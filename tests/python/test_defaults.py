@@ -90,6 +90,43 @@ def test_training_follows_the_plan(small_adata):
     assert len(p.history) == 3 and np.allclose(p.history["lr"], 1e-3)
 
 
+def test_kl_warmup_is_half_of_a_one_cycle_run_and_off_for_the_paper():
+    auto = schedule.plan(1000, 5000, 1, 128, None, None, "auto", 1e7)
+    assert auto.kl_warmup_epochs == round(schedule.KL_WARMUP_FRACTION * auto.epochs) >= 1
+    w = auto.kl_warmup_epochs
+    weights = [auto.kl_weight(e) for e in range(auto.epochs)]
+    assert weights[0] == pytest.approx(1 / w) and weights[w - 1] == 1.0 == weights[-1]
+    assert all(a < b for a, b in zip(weights[:w - 1], weights[1:w]))  # rises linearly, then 1
+    assert schedule.plan(1000, 5000, 1, 128, 20, None, "onecycle", kl_warmup_epochs=None).kl_warmup_epochs == 10
+    # the paper's regime (constant rate) has none; an explicit value wins in either regime
+    paper = schedule.plan(1000, 5000, 1, 128, 300, None, "auto", kl_warmup_epochs=None)
+    assert paper.kl_warmup_epochs == 0 and paper.kl_weight(0) == 1.0
+    assert schedule.plan(1000, 5000, 1, 128, 300, None, "auto", kl_warmup_epochs=7).kl_warmup_epochs == 7
+    assert schedule.plan(1000, 5000, 1, 128, None, None, "auto", 1e7, kl_warmup_epochs=0).kl_weight(0) == 1.0
+
+
+def test_training_uses_the_planned_kl_weights(small_adata, monkeypatch):
+    from convnetvae.train import Trainer
+
+    seen: list[float] = []
+    step = Trainer._step
+
+    def spy(self, mb, kl_w, net=None):
+        seen.append(kl_w)
+        return step(self, mb, kl_w, net)
+
+    monkeypatch.setattr(Trainer, "_step", spy)
+    m = cv.ConvNetVAE(small_adata, architecture="conv-k11s11", n_hidden=16, n_latent=4)
+    m.train(max_epochs=4, lr_schedule="onecycle", batch_size=128, progress=False)
+    assert m.trainer_.plan.kl_warmup_epochs == 2 and m.train_config["kl_warmup_epochs"] is None
+    per_epoch = len(seen) // 4
+    assert seen[::per_epoch] == [0.5, 1.0, 1.0, 1.0]
+    seen.clear()
+    p = cv.ConvNetVAE(small_adata, architecture="conv-k11s11", n_hidden=16, n_latent=4)
+    p.train(max_epochs=2, early_stopping=False, batch_size=128, progress=False)  # the paper
+    assert p.trainer_.plan.kl_warmup_epochs == 0 and set(seen) == {1.0}
+
+
 def test_default_training_length_comes_from_the_data(small_adata, monkeypatch):
     seen = {}
 
