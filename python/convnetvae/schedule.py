@@ -21,7 +21,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from .data.loader import n_minibatches
 
@@ -193,54 +192,32 @@ def auto_steps(n_train: int, n_bins: int, n_modalities: int, batch_size: int,
 def training_flops_per_cell(module: torch.nn.Module) -> float:
     """FLOPs of matrix products and convolutions in one training step, per cell.
 
-    Counted with torch's FLOP formulas (``torch.utils.flop_counter.flop_registry``, as
-    :class:`~torch.utils.flop_counter.FlopCounterMode` counts) on a copy of the module on the
+    Counted by :class:`torch.utils.flop_counter.FlopCounterMode` on a copy of the module on the
     ``meta`` device (shapes only: no computation, no change to the module, its statistics or
-    the random state). Falls back to 6 FLOPs per parameter when the count fails.
+    the random state); the deeper architectures, which cannot run on ``meta`` tensors, on a
+    2-cell CPU copy instead. Falls back to 6 FLOPs per parameter when both fail.
     """
+    for device in ("meta", "cpu"):
+        try:
+            return _count_training_flops(module, device)
+        except Exception:  # noqa: BLE001, S112 - an estimate: try the next way
+            continue
+    return 6.0 * float(sum(p.numel() for p in module.parameters()))
+
+
+def _count_training_flops(module: torch.nn.Module, device: str) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
     cfg = module.config
     n = 2
-    try:
-        with torch.random.fork_rng(devices=[]):
-            work = copy.deepcopy(module).to("cpu").train()
-            x = torch.ones(n, cfg.n_modalities, module.n_bins)
-            batch = torch.zeros(n, dtype=torch.long)
-            with _FlopCount() as counter:
-                out = work(x, batch, log_factorials=torch.zeros(n, cfg.n_modalities))
-                (out["kl"] - out["reconstruction"]).sum().backward()
-        return float(counter.total) / n
-    except Exception:  # noqa: BLE001 - an estimate; any failure falls back to the parameters
-        return 6.0 * float(sum(p.numel() for p in module.parameters()))
-
-
-class _FlopCount(TorchDispatchMode):
-    """The FLOPs :class:`~torch.utils.flop_counter.FlopCounterMode` counts, without its
-    per-module bookkeeping and without importing torch's compiler: a dispatch mode wraps itself
-    in ``torch._dynamo.disable`` unless ``_should_skip_dynamo`` is False, and that import takes
-    1.3-2.6 s on the project's machine, once per process, inside the first ``train()``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        from torch.utils.flop_counter import flop_registry
-
-        self.registry = flop_registry
-        self.total = 0
-
-    @classmethod
-    def _should_skip_dynamo(cls) -> bool:
-        return False
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
-        kwargs = kwargs or {}
-        if func._overloadpacket not in self.registry:  # as FlopCounterMode: decompose if it can
-            out = func.decompose(*args, **kwargs)
-            if out is not NotImplemented:
-                return out
-        out = func(*args, **kwargs)
-        count = self.registry.get(func._overloadpacket)
-        if count is not None:
-            self.total += count(*args, **kwargs, out_val=out)
-        return out
+    with torch.random.fork_rng(devices=[]):
+        work = copy.deepcopy(module).to(device).train()
+        x = torch.ones(n, cfg.n_modalities, module.n_bins, device=device)
+        batch = torch.zeros(n, dtype=torch.long, device=device)
+        with FlopCounterMode(display=False) as counter:
+            out = work(x, batch, log_factorials=torch.zeros(n, cfg.n_modalities, device=device))
+            (out["kl"] - out["reconstruction"]).sum().backward()
+    return float(counter.get_total_flops()) / n
 
 
 #: share of a one-cycle run over which the KL weight rises from 1/w to 1 when
