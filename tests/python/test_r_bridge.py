@@ -195,6 +195,37 @@ def test_run_then_project_gives_the_same_embedding(toy, tmp_path):
                               None, None, str(tmp_path / "model"), {})
 
 
+def test_the_core_runs_with_one_blas_thread_from_r(toy, tmp_path, monkeypatch):
+    # inside R, torch's products use R's OpenBLAS, whose threads fight torch's own
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads() -> list[int]:
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    assert blas_threads(), "numpy/scipy load a BLAS the limit can be checked on"
+    seen: dict[str, list[int]] = {}
+    train, project = bridge._train, bridge._project
+
+    def spy_train(*args, **kwargs):
+        seen["train"] = blas_threads()
+        return train(*args, **kwargs)
+
+    def spy_project(*args, **kwargs):
+        seen["project"] = blas_threads()
+        return project(*args, **kwargs)
+
+    monkeypatch.setattr(bridge, "_train", spy_train)
+    monkeypatch.setattr(bridge, "_project", spy_project)
+    enc = {m: encode_like_r(x.T) for m, x in toy["mats"].items()}
+    cfg = dict(FAST, model_dir=str(tmp_path / "model"), n_bins=200)
+    with threadpool_limits(limits=2, user_api="blas"):  # as R's OpenBLAS on 2 cores
+        bridge.run_from_r(enc, toy["names"], toy["cells"], None, None, cfg)
+        bridge.project_from_r(enc, toy["names"], toy["cells"], None, None,
+                              str(tmp_path / "model"), {})
+        assert set(blas_threads()) == {2}  # restored afterwards
+    assert set(seen["train"]) == {1} and set(seen["project"]) == {1}
+
+
 def test_run_from_r_rejects_unknown_arguments_and_foreign_model_dirs(toy, tmp_path):
     with pytest.raises(ConvNetVAEError, match="unknown argument 'no.such'"):
         bridge.run_from_r(toy["mats"], toy["names"], toy["cells"], None, None,

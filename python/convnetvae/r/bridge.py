@@ -18,9 +18,10 @@ This module must not import rpy2 (it runs inside R's own process through reticul
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -234,9 +235,25 @@ def run_from_r(matrices: Mapping[str, Any], feature_names: Mapping[str, Sequence
 
     cfg = dict(config or {})
     rep = Reporter(emit, cfg.get("verbose", True))
-    with rep.capture():
+    with rep.capture(), one_blas_thread():
         out = _run(matrices, feature_names, cell_names, obs, batch_key, cfg, rep)
     return {**out, **rep.result()}
+
+
+@contextlib.contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """Run the core with one BLAS thread (threadpoolctl), as it runs inside R.
+
+    In R's process torch's matrix products resolve to the BLAS R has loaded (OpenBLAS after
+    ``make setup``), and OpenBLAS's own threads then compete with torch's OpenMP threads for
+    the same cores: default training was 1.7x slower than from Python, with 7x the system time
+    (docs/performance.md, "Training from R"). Torch parallelises the rest itself; the previous
+    limits are restored on exit.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 def _run(matrices: Mapping[str, Any], feature_names: Mapping[str, Sequence[str]],
@@ -385,7 +402,7 @@ def project_from_r(matrices: Mapping[str, Any], feature_names: Mapping[str, Sequ
 
     cfg = dict(config or {})
     rep = Reporter(emit, cfg.get("verbose", True))
-    with rep.capture():
+    with rep.capture(), one_blas_thread():
         out = _project(matrices, feature_names, cell_names, obs, batch_key, model_dir, cfg, rep)
     return {**out, **rep.result()}
 
