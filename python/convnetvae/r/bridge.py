@@ -246,9 +246,9 @@ def one_blas_thread() -> Iterator[None]:
 
     In R's process torch's matrix products resolve to the BLAS R has loaded (OpenBLAS after
     ``make setup``), and OpenBLAS's own threads then compete with torch's OpenMP threads for
-    the same cores: default training was 1.7x slower than from Python, with 7x the system time
-    (docs/performance.md, "Training from R"). Torch parallelises the rest itself; the previous
-    limits are restored on exit.
+    the same cores: default training on Paired-Tag took 1.7x as long as with one BLAS thread,
+    with 27x the system time (docs/performance.md, "One BLAS thread while the core runs inside
+    R"). Torch parallelises the rest itself; the previous limits are restored on exit.
     """
     from threadpoolctl import threadpool_limits
 
