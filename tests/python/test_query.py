@@ -162,3 +162,26 @@ def test_fc_architecture_supports_query_mapping(small_adata):
     q = cv.ConvNetVAE.load_query_data(query, model)
     q.train(max_epochs=2, progress=False, validation_size=0.0)
     np.testing.assert_allclose(q.get_latent_representation(ref), z_ref, atol=1e-5)
+
+
+def test_one_hot_probe_tolerates_rounding_of_identical_cells(reference, monkeypatch):
+    """Inside R the products use R's BLAS, which may round two identical probe cells differently
+    in the last bit; the batch one-hot columns are still the only ones found."""
+    from convnetvae import query
+
+    module = reference[0].module
+    names = [n for n, m in module.named_modules()
+             if isinstance(m, torch.nn.Linear) and n.startswith("encoder")][:1]
+    exact = query._onehot_columns(module, names)
+    layer = module.get_submodule(names[0])
+
+    def rounding(_m, args):
+        x = args[0].clone()
+        x[1] = x[1] * (1 + 1e-6)  # the second cell's features, one rounding step apart
+        return (x,)
+
+    handle = layer.register_forward_pre_hook(rounding)
+    try:
+        assert query._onehot_columns(module, names) == exact
+    finally:
+        handle.remove()
