@@ -179,9 +179,6 @@ class Trainer:
         return self.strategy.is_main
 
     # ------------------------------------------------------------------ one pass
-    def _kl_weight(self, epoch: int) -> float:
-        return self.plan.kl_weight(epoch)
-
     def _evaluate(self) -> dict[str, float]:
         """Validation ELBO per cell (summed over every process's share by the strategy)."""
         self.module.eval()
@@ -267,7 +264,7 @@ class Trainer:
 
     def _train_epoch(self, epoch: int) -> dict[str, float] | None:
         self.net.train()
-        kl_w = self._kl_weight(epoch)
+        kl_w = self.plan.kl_weight(epoch)
         sums = torch.zeros(5, dtype=torch.float64, device=self.device)
         batches = list(self.strategy.epoch_rows(self, epoch))
         for step, rows in enumerate(batches):
