@@ -113,17 +113,24 @@ def run_curves(name: str, a: ad.AnnData, labels_key: str, batch_key: str | None,
     return entry
 
 
-def plot_curves(summary: dict[str, Any], path: Path) -> None:
-    """One panel per dataset: best ARI against training seconds (log scale)."""
+def curves_figure(summary: dict[str, Any]):
+    """One panel per dataset: best ARI against training seconds (log scale); returns the figure.
+
+    The log axis is labelled at 1, 2 and 5 times each power of ten only (matplotlib's default
+    labels every minor tick on a panel spanning less than a decade, and they overlapped), and
+    one legend below the panels names every marker (inside a panel it hid points).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     names = list(summary["datasets"])
     cols = min(3, len(names))
     rows = -(-len(names) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows + 0.5), squeeze=False)
+    legend: dict[str, Any] = {}
     for ax, name in zip(axes.ravel(), names):
         d = summary["datasets"][name]
         pts = d["points"]
@@ -134,25 +141,39 @@ def plot_curves(summary: dict[str, Any], path: Path) -> None:
             fr = sorted({p["fraction"] for p in mine})
             xs = [np.mean([p["seconds"] for p in mine if p["fraction"] == f]) for f in fr]
             ys = [np.mean([p["ari"] for p in mine if p["fraction"] == f]) for f in fr]
-            label = "ConvNet-VAE (default)" if model == "default" else "FC-VAE (fc-l1)"
-            ax.plot(xs, ys, "o-", color=colour, label=label)
+            label = "ConvNet-VAE (default; star: 1x)" if model == "default" else "FC-VAE (fc-l1)"
+            (line,) = ax.plot(xs, ys, "o-", color=colour)
+            legend.setdefault(label, line)
             for f, x, y in zip(fr, xs, ys):
                 if f == 1.0:
                     ax.plot([x], [y], "*", ms=14, color=colour)
         for p, colour, marker in zip([q for q in pts if q["model"].startswith("lsi")],
                                      ("C2", "C3"), ("s", "D")):
-            ax.plot([max(p["seconds"], 0.1)], [p["ari"]], marker, color=colour, ms=8,
-                    label="LSI (Signac)" if p["model"] == "lsi" else "LSI unscaled")
-        ax.axvline(d["budget_seconds"], color="grey", ls="--", lw=1, label="1 min / 1,000 cells")
+            (dot,) = ax.plot([max(p["seconds"], 0.1)], [p["ari"]], marker, color=colour, ms=8)
+            legend.setdefault("LSI (Signac)" if p["model"] == "lsi" else "LSI unscaled", dot)
+        legend.setdefault("1 min / 1,000 cells",
+                          ax.axvline(d["budget_seconds"], color="grey", ls="--", lw=1))
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(f"{name} ({d['cells']:,} x {d['bins']:,})", fontsize=10)
         ax.set_xlabel("training time (s)")
         ax.set_ylabel("best ARI")
         ax.grid(alpha=0.3)
     for ax in axes.ravel()[len(names):]:
         ax.axis("off")
-    axes.ravel()[0].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+    fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=len(legend),
+               fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0.0, 0.5 / fig.get_figheight(), 1.0, 1.0))
+    return fig
+
+
+def plot_curves(summary: dict[str, Any], path: Path) -> None:
+    """Write :func:`curves_figure` of ``summary`` to ``path`` (PNG)."""
+    import matplotlib.pyplot as plt
+
+    fig = curves_figure(summary)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
 import convnetvae as cv
-from conftest import REPO
+from conftest import load_benchmark
 
 MODS = ["ATAC", "H3K27ac", "H3K27me3"]
 FAST = dict(max_epochs=2, batch_size=64, validation_size=0.1, progress=False, seed=0)
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location(
-        "missing_modalities_bench", REPO / "benchmarks" / "missing_modalities.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("missing_modalities")
 
 
 def _partial(seed: int = 1):

@@ -4,8 +4,6 @@ bounded run of each storage (the full sizes live in the benchmark)."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
 
 import anndata as ad
 import numpy as np
@@ -13,22 +11,14 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from conftest import REPO
+from conftest import load_benchmark
 from convnetvae.data.backed import H5CSRSource
 from convnetvae.model.vae import VAE, ModuleConfig
 
 
-def _load(name: str):
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
 def scale():
-    return _load("scale")
+    return load_benchmark("scale")
 
 
 def test_random_csr_chunk_is_valid_sparse_counts(scale):
@@ -65,7 +55,7 @@ def test_written_h5ad_is_anndata_csr_and_readable_from_disk(scale, tmp_path):
 def test_dense_reference_computes_the_same_function(arch, n_bins):
     # chromosome halves are multiples of the total stride, so the chromosome-aware model has the
     # same parameter shapes (used below to show the comparison can fail)
-    dense_ref = _load("dense_reference")
+    dense_ref = load_benchmark("dense_reference")
     torch.manual_seed(0)
     vae = VAE(ModuleConfig(n_modalities=3, chrom_lengths=[n_bins // 2, n_bins - n_bins // 2],
                            n_batches=2, architecture=arch, chrom_aware=False))
@@ -118,7 +108,7 @@ def test_small_scale_cases_run_and_match_the_dense_loss_curve(scale, tmp_path, m
 
 
 def test_embed_bound_counts_the_encoder_multiply_adds(tmp_path):
-    bound = _load("embed_bound")
+    bound = load_benchmark("embed_bound")
     # Group 1, one chromosome of 330 bins, no chromosome padding: conv k11 s11 -> 30 windows x 32
     # channels from 3 modalities, then FC 960 -> 128 and the two 128 -> 30 heads
     cfg = ModuleConfig(n_modalities=3, n_batches=1, architecture="conv-k11s11", chrom_lengths=[330])
