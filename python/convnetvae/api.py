@@ -27,7 +27,7 @@ from . import model_format, settings
 from .data import contract
 from .data.loader import CountSource, MinibatchLoader
 from .errors import ConvNetVAEError
-from .model.registry import DEFAULT_ARCHITECTURE, resolve_architecture
+from .model.registry import DEFAULT_ARCHITECTURE, auto_bin_loadings, resolve_architecture
 from .model.vae import VAE, ModuleConfig, count_parameters
 from .settings import ModelSettings, TrainSettings
 from .train import Strategy, TrainConfig, Trainer, resolve_device
@@ -106,6 +106,13 @@ class ConvNetVAE:
     bin_offsets
         Give the decoder a log-rate offset per modality and bin, started at the data's mean
         profile (False: the paper's decoder).
+    bin_loadings
+        Add a learned loading per modality, bin and latent dimension to the decoder's
+        log-rates, a linear decoder beside the convolutional one; None: on up to 100,000 bins x
+        modalities (False: the paper's decoder). With kernel = stride every bin of a window
+        shares the same few kernel columns; a free loading per bin is what LSI and topic models
+        have, and it trains small peak data better within the time budget (docs/benchmarks.md,
+        "Free loadings per bin"; the rule: :func:`convnetvae.model.registry.auto_bin_loadings`).
     seed
         Random seed of the weights, the validation split, the shuffling and the sampling.
         Training uses it unless ``train(seed=)`` is given.
@@ -116,7 +123,8 @@ class ConvNetVAE:
     def __init__(self, adata: ad.AnnData, architecture: str = DEFAULT_ARCHITECTURE,
                  likelihood: str = "poisson", n_latent: int = 30, n_hidden: int = 128,
                  dropout: float = 0.2, chrom_aware: bool = True, batch_offsets: bool = True,
-                 input_transform: str = "depth", bin_offsets: bool = True, seed: int = 0) -> None:
+                 input_transform: str = "depth", bin_offsets: bool = True, bin_loadings: bool | None = None,
+                 seed: int = 0) -> None:
         opts = settings.make(ModelSettings, **_arguments(locals()))
         self.registry = contract.get_registry(adata)
         self.adata = adata
@@ -135,7 +143,9 @@ class ConvNetVAE:
             n_hidden=opts.n_hidden, dropout=opts.dropout, chrom_aware=opts.chrom_aware,
             use_mask=bool(self.registry.get("has_missing", False)),
             batch_offsets=opts.batch_offsets, input_transform=opts.input_transform,
-            bin_offsets=opts.bin_offsets)
+            bin_offsets=opts.bin_offsets,
+            bin_loadings=(auto_bin_loadings(adata.n_vars, len(mods)) if opts.bin_loadings is None
+                          else opts.bin_loadings))
         torch.manual_seed(opts.seed)
         self.module = VAE(config)
         if config.input_transform != "log1p" or config.bin_offsets:

@@ -117,6 +117,10 @@ class ModelSettings:
     bin_offsets: bool = setting(
         True, "Give the decoder a log-rate offset per modality and bin, started at the data's "
         "mean profile (False: the paper's decoder).")
+    bin_loadings: bool | None = setting(
+        None, "Add a learned loading per modality, bin and latent dimension to the decoder's "
+        "log-rates, a linear decoder beside the convolutional one; None: on up to 100,000 bins "
+        "x modalities (False: the paper's decoder).")
     seed: int = setting(0, "Random seed of the weights, the validation split, the shuffling "
                            "and the sampling.", min=0, r_formal=True)
 

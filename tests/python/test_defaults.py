@@ -184,7 +184,7 @@ def test_default_model_uses_data_statistics(small_adata):
     m = cv.ConvNetVAE(small_adata)
     c = m.module.config
     assert c.architecture == auto_architecture(small_adata.n_vars)
-    assert c.input_transform == "depth" and c.bin_offsets
+    assert c.input_transform == "depth" and c.bin_offsets and c.bin_loadings
     lib = np.asarray(small_adata.layers["ATAC"].sum(1)).ravel()
     assert float(m.module.input_scale[0]) == pytest.approx(np.median(lib[lib > 0]))
     tot = np.asarray(small_adata.layers["H3K27ac"].sum(0)).ravel()
@@ -198,7 +198,7 @@ def test_new_model_parts_survive_save_and_load(small_adata, tmp_path):
     m.train(max_epochs=1, batch_size=64, progress=False)
     m.save(tmp_path / "m")
     back = cv.ConvNetVAE.load(tmp_path / "m", small_adata)
-    for name in ("input_scale", "input_idf", "bin_offset"):
+    for name in ("input_scale", "input_idf", "bin_offset", "bin_loading"):
         torch.testing.assert_close(getattr(back.module, name), getattr(m.module, name))
     np.testing.assert_allclose(back.get_latent_representation(), m.get_latent_representation(),
                                rtol=1e-5, atol=1e-5)
@@ -208,15 +208,58 @@ def test_models_saved_before_these_settings_keep_the_paper_behaviour():
     cfg = ModuleConfig(n_modalities=1, chrom_lengths=[50], n_batches=1)  # an old config's fields
     vae = VAE(cfg)
     assert cfg.input_transform == "log1p" and vae.bin_offset is None and vae.input_scale is None
-    assert "bin_offset" not in vae.state_dict()
+    assert vae.bin_loading is None
+    assert "bin_offset" not in vae.state_dict() and "bin_loading" not in vae.state_dict()
+
+
+def test_bin_loadings_add_z_times_w_to_the_log_rates_and_start_at_zero(small_adata):
+    m = cv.ConvNetVAE(small_adata, n_latent=5)
+    vae = m.module.eval()
+    n_mod, n_bins = vae.config.n_modalities, vae.n_bins
+    assert tuple(vae.bin_loading.shape) == (n_mod * n_bins, 5)
+    assert not vae.bin_loading.detach().any()  # the decoder starts as the convolutional one
+    torch.manual_seed(0)
+    z, batch = torch.randn(4, 5), torch.tensor([0, 1, 0, 1])
+    with torch.no_grad():
+        before = vae.decode(z, batch)
+        vae.bin_loading.normal_()
+        after = vae.decode(z, batch)
+    # log-softmax outputs: the difference is z W^T up to one constant per cell and modality
+    diff = after - before
+    want = (z @ vae.bin_loading.detach().t()).view(4, n_mod, n_bins)
+    torch.testing.assert_close(diff - diff.mean(-1, keepdim=True),
+                               want - want.mean(-1, keepdim=True), rtol=1e-4, atol=1e-4)
+
+
+def test_bin_loadings_are_on_by_default_up_to_a_size(small_adata, monkeypatch):
+    from convnetvae.model import registry
+
+    assert registry.auto_bin_loadings(25_000, 3) and registry.auto_bin_loadings(100_000, 1)
+    assert not registry.auto_bin_loadings(100_001, 1)
+    assert not registry.auto_bin_loadings(245_220, 3)  # the paper's all-bins setting
+    assert cv.ConvNetVAE(small_adata, n_hidden=8, n_latent=2).module.config.bin_loadings
+    monkeypatch.setattr(registry, "AUTO_BIN_LOADINGS_MAX", 3 * small_adata.n_vars - 1)
+    m = cv.ConvNetVAE(small_adata, n_hidden=8, n_latent=2)
+    assert not m.module.config.bin_loadings and m.module.bin_loading is None
+    assert cv.ConvNetVAE(small_adata, n_hidden=8, n_latent=2,
+                         bin_loadings=True).module.config.bin_loadings
+
+
+def test_bin_loadings_are_trained_and_can_be_turned_off(small_adata):
+    m = cv.ConvNetVAE(small_adata, n_hidden=16, n_latent=4)
+    m.train(max_epochs=1, batch_size=64, progress=False)
+    assert m.module.bin_loading.detach().abs().sum() > 0
+    off = cv.ConvNetVAE(small_adata, n_hidden=16, n_latent=4, bin_loadings=False)
+    assert off.module.bin_loading is None and not off.module.config.bin_loadings
 
 
 def test_paper_settings_are_reachable(small_adata):
     m = cv.ConvNetVAE(small_adata, architecture="conv-k51s51", input_transform="log1p",
-                      bin_offsets=False, batch_offsets=False, chrom_aware=False)
+                      bin_offsets=False, bin_loadings=False, batch_offsets=False,
+                      chrom_aware=False)
     c = m.module.config
-    assert (c.architecture, c.input_transform, c.bin_offsets, c.batch_offsets, c.chrom_aware) == (
-        "conv-k51s51", "log1p", False, False, False)
+    assert (c.architecture, c.input_transform, c.bin_offsets, c.bin_loadings, c.batch_offsets,
+            c.chrom_aware) == ("conv-k51s51", "log1p", False, False, False, False)
     x = torch.tensor([[[0.0, 1.0, 3.0] + [0.0] * 597] * 3])
     assert m.module.input_scale is None
     torch.testing.assert_close(transforms.forward(x, c.input_transform), torch.log1p(x))

@@ -42,6 +42,7 @@ class ModuleConfig:
     # defaults of fields added later are the behaviour of models saved before them
     input_transform: str = "log1p"
     bin_offsets: bool = False
+    bin_loadings: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -92,6 +93,15 @@ class VAE(nn.Module):
             self.bin_offset = nn.Parameter(torch.zeros(m, g))
         else:
             self.register_parameter("bin_offset", None)
+        if config.bin_loadings:
+            # a free loading per modality, bin and latent dimension added to the decoder's
+            # log-rates (a linear decoder as in LDVAE or a topic model, beside the convolutional
+            # one): a conv decoder with kernel = stride gives every bin of a window the same few
+            # kernel columns, so one bin's loading cannot be set on its own; started at 0, so
+            # the decoder starts as the convolutional one
+            self.bin_loading = nn.Parameter(torch.zeros(m * g, config.n_latent))
+        else:
+            self.register_parameter("bin_loading", None)
         if config.input_transform != "log1p":
             self.register_buffer("input_scale", torch.ones(m))
         else:
@@ -154,6 +164,8 @@ class VAE(nn.Module):
     def decode(self, z: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
         """Log softmax over bins per modality (B, M, G)."""
         logits = self.decoder(z, self.batch_onehot(batch))
+        if self.bin_loading is not None:
+            logits = logits + (z @ self.bin_loading.t()).view_as(logits)
         if self.bin_offset is not None:
             logits = logits + self.bin_offset
         if self.batch_offset is not None:
