@@ -123,8 +123,8 @@ class ConvNetVAE:
     def __init__(self, adata: ad.AnnData, architecture: str = DEFAULT_ARCHITECTURE,
                  likelihood: str = "poisson", n_latent: int = 30, n_hidden: int = 128,
                  dropout: float = 0.2, chrom_aware: bool = True, batch_offsets: bool = True,
-                 input_transform: str = "depth", bin_offsets: bool = True, bin_loadings: bool | None = None,
-                 seed: int = 0) -> None:
+                 input_transform: str = "depth", bin_offsets: bool = True,
+                 bin_loadings: bool | None = None, seed: int = 0) -> None:
         opts = settings.make(ModelSettings, **_arguments(locals()))
         self.registry = contract.get_registry(adata)
         self.adata = adata

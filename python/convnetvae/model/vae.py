@@ -2,9 +2,11 @@
 
 Generative model (paper eq. 1): x_mg ~ Poisson(l_m softmax_g(f_dec(z, b))_mg), z ~ N(0, I),
 with the observed library size l_m; negative binomial optional with one dispersion per bin and
-modality. Modalities a cell lacks (mask False) are zeroed in the encoder input, passed as a mask
-to the encoder, and left out of the reconstruction term, so they cannot change the loss or the
-embedding.
+modality. Beyond the paper, f_dec's log-rates may add bin offsets (the data's mean profile), batch
+offsets (per batch and bin) and free bin loadings ``W z`` (one loading per modality, bin and
+latent dimension); each is a :class:`ModuleConfig` switch. Modalities a cell lacks (mask
+False) are zeroed in the encoder input, passed as a mask to the encoder, and left out of the
+reconstruction term, so they cannot change the loss or the embedding.
 """
 
 from __future__ import annotations
