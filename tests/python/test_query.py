@@ -41,17 +41,36 @@ def reference():
     return _reference(bin_loadings=False)
 
 
-def _mixing(z_ref, z_q, ref) -> tuple[float, float, np.ndarray]:
-    """How well the reference's batches mix with each other, and the query with the reference
-    (fraction of kNN neighbours from the other side over its expected value); the query's
-    neighbour rows."""
+def _mixing(z_ref, z_q, ref) -> tuple[float, float, np.ndarray, np.ndarray]:
+    """How well the query mixes with the reference and the reference's batches with each other
+    (fraction of kNN neighbours from the other side over its expected value); the query cells'
+    neighbour rows in the stacked (reference, query) embedding and which rows are reference."""
     batches = ref.obs["batch"].astype(str).to_numpy()
     own = _knn(z_ref, z_ref, 16)[:, 1:][batches == "batch1"]
     ref_mixing = (batches[own] == "batch0").mean() / (batches == "batch0").mean()
     z = np.vstack([z_ref, z_q])
     is_ref = np.r_[np.ones(len(z_ref), bool), np.zeros(len(z_q), bool)]
     nbrs = _knn(z, z_q, 16)[:, 1:]
-    return float(is_ref[nbrs].mean() / is_ref.mean()), float(ref_mixing), nbrs
+    return float(is_ref[nbrs].mean() / is_ref.mean()), float(ref_mixing), nbrs, is_ref
+
+
+def _transfer_ari(z_ref, z_q, labels_ref, labels_q) -> float:
+    """ARI of the query's labels against a 15-NN majority vote of the reference's."""
+    from sklearn.metrics import adjusted_rand_score
+
+    votes = labels_ref[_knn(z_ref, z_q, 15)]
+    pred = np.array([max(set(r), key=list(r).count) for r in votes])
+    return float(adjusted_rand_score(labels_q, pred))
+
+
+def _nearest_centroids(z_ref, z_q, labels_ref, labels_q) -> dict[str, str]:
+    """For each query type, the reference type whose centroid is nearest its own centroid."""
+    cent = {u: z_ref[labels_ref == u].mean(0) for u in np.unique(labels_ref)}
+    out = {}
+    for t in np.unique(labels_q):
+        d = {u: np.linalg.norm(z_q[labels_q == t].mean(0) - c) for u, c in cent.items()}
+        out[t] = min(d, key=d.get)
+    return out
 
 
 def _knn(z_from: np.ndarray, z_to: np.ndarray, k: int) -> np.ndarray:
@@ -61,8 +80,6 @@ def _knn(z_from: np.ndarray, z_to: np.ndarray, k: int) -> np.ndarray:
 
 
 def test_query_mapping_transfers_labels_and_lands_among_the_same_type(reference, tmp_path):
-    from sklearn.metrics import adjusted_rand_score
-
     model, ref, query = reference
     before = {k: v.clone() for k, v in model.module.state_dict().items()}
     z_ref = model.get_latent_representation()
@@ -100,16 +117,13 @@ def test_query_mapping_transfers_labels_and_lands_among_the_same_type(reference,
     z_q = q.get_latent_representation()
     labels_ref = ref.obs["cell_type"].astype(str).to_numpy()
     labels_q = query.obs["cell_type"].astype(str).to_numpy()
-    votes = labels_ref[_knn(z_ref, z_q, 15)]
-    pred = np.array([max(set(r), key=list(r).count) for r in votes])
-    ari = adjusted_rand_score(labels_q, pred)
+    ari = _transfer_ari(z_ref, z_q, labels_ref, labels_q)
     assert ari >= 0.9, ari
 
     # the query mixes with the reference as well as the reference's own batches mix with each
     # other (fraction of kNN neighbours from the other side over its expected value)
-    query_mixing, ref_mixing, nbrs = _mixing(z_ref, z_q, ref)
+    query_mixing, ref_mixing, nbrs, is_ref = _mixing(z_ref, z_q, ref)
     assert query_mixing >= 0.7 * ref_mixing, (query_mixing, ref_mixing)
-    is_ref = np.r_[np.ones(len(z_ref), bool), np.zeros(len(z_q), bool)]
     labels = np.r_[labels_ref, labels_q]
     # per type: some of each query cell's neighbours are reference cells, of the same type
     for t in np.unique(labels_q):
@@ -117,10 +131,9 @@ def test_query_mapping_transfers_labels_and_lands_among_the_same_type(reference,
         from_ref = is_ref[rows]
         assert from_ref.mean() >= 0.05, (t, from_ref.mean())
         assert (labels[rows][from_ref] == t).mean() >= 0.95, t
-        # closer to its type's reference centroid than to any other type's
-        cent = {u: z_ref[labels_ref == u].mean(0) for u in np.unique(labels_ref)}
-        d = {u: np.linalg.norm(z_q[labels_q == t].mean(0) - c) for u, c in cent.items()}
-        assert min(d, key=d.get) == t, (t, d)
+    # each type closer to its type's reference centroid than to any other type's
+    for t, nearest in _nearest_centroids(z_ref, z_q, labels_ref, labels_q).items():
+        assert nearest == t, (t, nearest)
 
     # the adapted model saves as an ordinary one: load it plainly, same embeddings
     q.save(tmp_path / "query_model")
@@ -134,8 +147,6 @@ def test_query_mapping_with_the_default_bin_loadings():
     """The default decoder's free bin loadings stay frozen with the reference; labels transfer
     as well, but the query mixes less with the reference (docs/benchmarks.md, "Free loadings
     per bin": 0.45-0.60 of the reference's own mixing over three seeds, 0.58-0.83 without)."""
-    from sklearn.metrics import adjusted_rand_score
-
     model, ref, query = _reference()
     assert model.module.config.bin_loadings
     loading = model.module.bin_loading.detach().clone()
@@ -146,15 +157,11 @@ def test_query_mapping_with_the_default_bin_loadings():
     z_q = q.get_latent_representation()
     labels_ref = ref.obs["cell_type"].astype(str).to_numpy()
     labels_q = query.obs["cell_type"].astype(str).to_numpy()
-    votes = labels_ref[_knn(z_ref, z_q, 15)]
-    pred = np.array([max(set(r), key=list(r).count) for r in votes])
-    assert adjusted_rand_score(labels_q, pred) >= 0.9
-    query_mixing, ref_mixing, _ = _mixing(z_ref, z_q, ref)
+    assert _transfer_ari(z_ref, z_q, labels_ref, labels_q) >= 0.9
+    query_mixing, ref_mixing, _, _ = _mixing(z_ref, z_q, ref)
     assert query_mixing >= 0.4 * ref_mixing, (query_mixing, ref_mixing)
-    cent = {u: z_ref[labels_ref == u].mean(0) for u in np.unique(labels_ref)}
-    for t in np.unique(labels_q):
-        d = {u: np.linalg.norm(z_q[labels_q == t].mean(0) - c) for u, c in cent.items()}
-        assert min(d, key=d.get) == t, (t, d)
+    for t, nearest in _nearest_centroids(z_ref, z_q, labels_ref, labels_q).items():
+        assert nearest == t, (t, nearest)
 
 
 def test_load_query_data_from_a_saved_reference_and_clear_errors(reference, tmp_path):
