@@ -67,6 +67,12 @@
       choices = NULL, formal = FALSE,
       doc = "Add a learned loading per modality, bin and latent dimension to the decoder's log-rates, a linear decoder beside the convolutional one; None: on up to 100,000 bins x modalities (False: the paper's decoder)."
     ),
+    `encoder.loadings` = list(
+      name = "encoder_loadings", type = "logical", optional = TRUE, default = NULL,
+      min = NA, max = NA, min_open = FALSE, max_open = FALSE,
+      choices = NULL, formal = FALSE,
+      doc = "Add a learned weight per modality, bin and latent dimension from the encoder's input to the latent mean, a linear encoder beside the convolutional one; None: on up to 100,000 bins x modalities (False: the paper's encoder)."
+    ),
     `seed` = list(
       name = "seed", type = "integer", optional = FALSE, default = 0,
       min = 0.0, max = NA, min_open = FALSE, max_open = FALSE,
@@ -231,6 +237,7 @@
 #'   \item{\code{input.transform = "depth"}}{What the encoder sees: depth (log of counts scaled to the median depth), tfidf (the same weighted by inverse bin frequency) or log1p (the paper's log(1 + x)).}
 #'   \item{\code{bin.offsets = TRUE}}{Give the decoder a log-rate offset per modality and bin, started at the data's mean profile (False: the paper's decoder).}
 #'   \item{\code{bin.loadings = NULL}}{Add a learned loading per modality, bin and latent dimension to the decoder's log-rates, a linear decoder beside the convolutional one; None: on up to 100,000 bins x modalities (False: the paper's decoder).}
+#'   \item{\code{encoder.loadings = NULL}}{Add a learned weight per modality, bin and latent dimension from the encoder's input to the latent mean, a linear encoder beside the convolutional one; None: on up to 100,000 bins x modalities (False: the paper's encoder).}
 #'   \item{\code{lr.schedule = "auto"}}{Learning-rate schedule: onecycle (warm-up, then cosine decay), constant (the paper), or auto (onecycle when max_epochs is None, else constant).}
 #'   \item{\code{validation.size = 0.1}}{Fraction of cells held out for validation and early stopping (0 = none).}
 #'   \item{\code{early.stopping = TRUE}}{With the constant schedule, stop when the validation loss has not improved for patience epochs and keep the best weights (False: train exactly max_epochs, as the paper).}

@@ -113,6 +113,12 @@ class ConvNetVAE:
         shares the same few kernel columns; a free loading per bin is what LSI and topic models
         have, and it trains small peak data better within the time budget (docs/benchmarks.md,
         "Free loadings per bin"; the rule: :func:`convnetvae.model.registry.auto_bin_loadings`).
+    encoder_loadings
+        Add a learned weight per modality, bin and latent dimension from the encoder's input to
+        the latent mean, a linear encoder beside the convolutional one; None: on up to 100,000
+        bins x modalities, as ``bin_loadings`` (False: the paper's encoder). The encoder's
+        convolution, like the decoder's, shares its kernel columns across windows; with the free
+        weights every set gained or stayed equal (docs/benchmarks.md, "Free encoder loadings").
     seed
         Random seed of the weights, the validation split, the shuffling and the sampling.
         Training uses it unless ``train(seed=)`` is given.
@@ -124,7 +130,8 @@ class ConvNetVAE:
                  likelihood: str = "poisson", n_latent: int = 30, n_hidden: int = 128,
                  dropout: float = 0.2, chrom_aware: bool = True, batch_offsets: bool = True,
                  input_transform: str = "depth", bin_offsets: bool = True,
-                 bin_loadings: bool | None = None, seed: int = 0) -> None:
+                 bin_loadings: bool | None = None, encoder_loadings: bool | None = None,
+                 seed: int = 0) -> None:
         opts = settings.make(ModelSettings, **_arguments(locals()))
         self.registry = contract.get_registry(adata)
         self.adata = adata
@@ -145,7 +152,9 @@ class ConvNetVAE:
             batch_offsets=opts.batch_offsets, input_transform=opts.input_transform,
             bin_offsets=opts.bin_offsets,
             bin_loadings=(auto_bin_loadings(adata.n_vars, len(mods)) if opts.bin_loadings is None
-                          else opts.bin_loadings))
+                          else opts.bin_loadings),
+            encoder_loadings=(auto_bin_loadings(adata.n_vars, len(mods))
+                              if opts.encoder_loadings is None else opts.encoder_loadings))
         torch.manual_seed(opts.seed)
         self.module = VAE(config)
         if config.input_transform != "log1p" or config.bin_offsets:

@@ -121,6 +121,10 @@ class ModelSettings:
         None, "Add a learned loading per modality, bin and latent dimension to the decoder's "
         "log-rates, a linear decoder beside the convolutional one; None: on up to 100,000 bins "
         "x modalities (False: the paper's decoder).")
+    encoder_loadings: bool | None = setting(
+        None, "Add a learned weight per modality, bin and latent dimension from the encoder's "
+        "input to the latent mean, a linear encoder beside the convolutional one; None: on up "
+        "to 100,000 bins x modalities (False: the paper's encoder).")
     seed: int = setting(0, "Random seed of the weights, the validation split, the shuffling "
                            "and the sampling.", min=0, r_formal=True)
 

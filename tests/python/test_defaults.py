@@ -185,6 +185,7 @@ def test_default_model_uses_data_statistics(small_adata):
     c = m.module.config
     assert c.architecture == auto_architecture(small_adata.n_vars)
     assert c.input_transform == "depth" and c.bin_offsets and c.bin_loadings
+    assert c.encoder_loadings
     lib = np.asarray(small_adata.layers["ATAC"].sum(1)).ravel()
     assert float(m.module.input_scale[0]) == pytest.approx(np.median(lib[lib > 0]))
     tot = np.asarray(small_adata.layers["H3K27ac"].sum(0)).ravel()
@@ -198,7 +199,7 @@ def test_new_model_parts_survive_save_and_load(small_adata, tmp_path):
     m.train(max_epochs=1, batch_size=64, progress=False)
     m.save(tmp_path / "m")
     back = cv.ConvNetVAE.load(tmp_path / "m", small_adata)
-    for name in ("input_scale", "input_idf", "bin_offset", "bin_loading"):
+    for name in ("input_scale", "input_idf", "bin_offset", "bin_loading", "encoder_loading"):
         torch.testing.assert_close(getattr(back.module, name), getattr(m.module, name))
     np.testing.assert_allclose(back.get_latent_representation(), m.get_latent_representation(),
                                rtol=1e-5, atol=1e-5)
@@ -208,8 +209,8 @@ def test_models_saved_before_these_settings_keep_the_paper_behaviour():
     cfg = ModuleConfig(n_modalities=1, chrom_lengths=[50], n_batches=1)  # an old config's fields
     vae = VAE(cfg)
     assert cfg.input_transform == "log1p" and vae.bin_offset is None and vae.input_scale is None
-    assert vae.bin_loading is None
-    assert "bin_offset" not in vae.state_dict() and "bin_loading" not in vae.state_dict()
+    assert vae.bin_loading is None and vae.encoder_loading is None
+    assert not {"bin_offset", "bin_loading", "encoder_loading"} & set(vae.state_dict())
 
 
 def test_bin_loadings_add_z_times_w_to_the_log_rates_and_start_at_zero(small_adata):
@@ -231,6 +232,36 @@ def test_bin_loadings_add_z_times_w_to_the_log_rates_and_start_at_zero(small_ada
                                want - want.mean(-1, keepdim=True), rtol=1e-4, atol=1e-4)
 
 
+def test_encoder_loadings_add_scaled_input_times_v_to_the_mean_and_start_at_zero(small_adata):
+    m = cv.ConvNetVAE(small_adata, n_latent=5)
+    vae = m.module.eval()
+    n_mod, n_bins = vae.config.n_modalities, vae.n_bins
+    assert tuple(vae.encoder_loading.shape) == (n_mod * n_bins, 5)
+    assert not vae.encoder_loading.detach().any()  # the encoder starts as the convolutional one
+    x = torch.as_tensor(np.stack([small_adata.layers[k][:6].toarray()
+                                  for k in ("ATAC", "H3K27ac", "H3K27me3")], axis=1),
+                        dtype=torch.float32)
+    batch = torch.tensor(small_adata.obs["batch"].cat.codes.to_numpy()[:6], dtype=torch.long)
+    with torch.no_grad():
+        mu0, logvar0 = vae.encode(x, batch)
+        torch.manual_seed(0)
+        vae.encoder_loading.normal_()
+        mu1, logvar1 = vae.encode(x, batch)
+    h = transforms.forward(x, vae.config.input_transform, vae.input_scale).flatten(1)
+    want = h @ vae.encoder_loading.detach() / np.sqrt(n_mod * n_bins)
+    torch.testing.assert_close(mu1 - mu0, want, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(logvar1, logvar0)  # the variance is the convolutional encoder's
+    # a modality the cell lacks adds nothing (its input reads as zeros)
+    mask = torch.ones(6, n_mod, dtype=torch.bool)
+    mask[:, 1] = False
+    with torch.no_grad():
+        vae.encoder_loading[n_bins:2 * n_bins].add_(100.0)
+        a, _ = vae.encode(x, batch, mask)
+        vae.encoder_loading[n_bins:2 * n_bins].sub_(100.0)
+        b, _ = vae.encode(x, batch, mask)
+    torch.testing.assert_close(a, b)
+
+
 def test_bin_loadings_are_on_by_default_up_to_a_size(small_adata, monkeypatch):
     from convnetvae.model import registry
 
@@ -241,25 +272,32 @@ def test_bin_loadings_are_on_by_default_up_to_a_size(small_adata, monkeypatch):
     monkeypatch.setattr(registry, "AUTO_BIN_LOADINGS_MAX", 3 * small_adata.n_vars - 1)
     m = cv.ConvNetVAE(small_adata, n_hidden=8, n_latent=2)
     assert not m.module.config.bin_loadings and m.module.bin_loading is None
-    assert cv.ConvNetVAE(small_adata, n_hidden=8, n_latent=2,
-                         bin_loadings=True).module.config.bin_loadings
+    assert not m.module.config.encoder_loadings and m.module.encoder_loading is None
+    on = cv.ConvNetVAE(small_adata, n_hidden=8, n_latent=2, bin_loadings=True).module.config
+    assert on.bin_loadings and not on.encoder_loadings
+    on = cv.ConvNetVAE(small_adata, n_hidden=8, n_latent=2, encoder_loadings=True).module.config
+    assert on.encoder_loadings and not on.bin_loadings
 
 
 def test_bin_loadings_are_trained_and_can_be_turned_off(small_adata):
     m = cv.ConvNetVAE(small_adata, n_hidden=16, n_latent=4)
     m.train(max_epochs=1, batch_size=64, progress=False)
     assert m.module.bin_loading.detach().abs().sum() > 0
-    off = cv.ConvNetVAE(small_adata, n_hidden=16, n_latent=4, bin_loadings=False)
+    assert m.module.encoder_loading.detach().abs().sum() > 0
+    off = cv.ConvNetVAE(small_adata, n_hidden=16, n_latent=4, bin_loadings=False,
+                        encoder_loadings=False)
     assert off.module.bin_loading is None and not off.module.config.bin_loadings
+    assert off.module.encoder_loading is None and not off.module.config.encoder_loadings
 
 
 def test_paper_settings_are_reachable(small_adata):
     m = cv.ConvNetVAE(small_adata, architecture="conv-k51s51", input_transform="log1p",
-                      bin_offsets=False, bin_loadings=False, batch_offsets=False,
-                      chrom_aware=False)
+                      bin_offsets=False, bin_loadings=False, encoder_loadings=False,
+                      batch_offsets=False, chrom_aware=False)
     c = m.module.config
-    assert (c.architecture, c.input_transform, c.bin_offsets, c.bin_loadings, c.batch_offsets,
-            c.chrom_aware) == ("conv-k51s51", "log1p", False, False, False, False)
+    assert (c.architecture, c.input_transform, c.bin_offsets, c.bin_loadings, c.encoder_loadings,
+            c.batch_offsets, c.chrom_aware) == ("conv-k51s51", "log1p", False, False, False,
+                                                False, False)
     x = torch.tensor([[[0.0, 1.0, 3.0] + [0.0] * 597] * 3])
     assert m.module.input_scale is None
     torch.testing.assert_close(transforms.forward(x, c.input_transform), torch.log1p(x))

@@ -36,9 +36,9 @@ def _reference(**kw):
 
 @pytest.fixture(scope="module")
 def reference():
-    # the decoder of the query-mapping acceptance case (before free bin loadings became the
-    # default; the default decoder's query is tested below)
-    return _reference(bin_loadings=False)
+    # the model of the query-mapping acceptance case (before free bin and encoder loadings
+    # became the default; the default model's query is tested below)
+    return _reference(bin_loadings=False, encoder_loadings=False)
 
 
 def _mixing(z_ref, z_q, ref) -> tuple[float, float, np.ndarray, np.ndarray]:
@@ -143,17 +143,21 @@ def test_query_mapping_transfers_labels_and_lands_among_the_same_type(reference,
     np.testing.assert_allclose(back.get_latent_representation(ref), z_ref, atol=1e-5)
 
 
-def test_query_mapping_with_the_default_bin_loadings():
-    """The default decoder's free bin loadings stay frozen with the reference; labels transfer
-    as well, but the query mixes less with the reference (docs/benchmarks.md, "Free loadings
-    per bin": 0.45-0.60 of the reference's own mixing over three seeds, 0.58-0.83 without)."""
+def test_query_mapping_with_the_default_bin_and_encoder_loadings():
+    """The default model's free bin and encoder loadings stay frozen with the reference; labels
+    transfer as well, but the query mixes less with the reference (docs/benchmarks.md, "Free
+    loadings per bin": 0.45-0.60 of the reference's own mixing over three seeds, 0.58-0.83
+    without)."""
     model, ref, query = _reference()
-    assert model.module.config.bin_loadings
+    assert model.module.config.bin_loadings and model.module.config.encoder_loadings
     loading = model.module.bin_loading.detach().clone()
+    enc_loading = model.module.encoder_loading.detach().clone()
     z_ref = model.get_latent_representation()
     q = cv.ConvNetVAE.load_query_data(query, model)
     q.train(max_epochs=40, batch_size=64, lr=1e-2, progress=False, early_stopping=False)
     assert torch.equal(q.module.bin_loading, loading) and not q.module.bin_loading.requires_grad
+    assert torch.equal(q.module.encoder_loading, enc_loading)
+    assert not q.module.encoder_loading.requires_grad
     z_q = q.get_latent_representation()
     labels_ref = ref.obs["cell_type"].astype(str).to_numpy()
     labels_q = query.obs["cell_type"].astype(str).to_numpy()

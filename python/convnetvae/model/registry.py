@@ -197,16 +197,18 @@ def auto_architecture(n_bins: int) -> str:
     return f"conv-k{stride}s{stride}"
 
 
-#: free bin loadings (``bin_loadings=None``) are on up to this many bins x modalities: the
-#: default 25,000 top bins of three modalities; beyond, they are off (with Adam they take 16 bytes
-#: per bin, modality and latent dimension: 350 MB in the paper's all-bins setting, 735,660 bins x
-#: modalities, the margin of its memory goal; docs/benchmarks.md, "Free loadings per bin")
+#: free bin and encoder loadings (``bin_loadings=None``, ``encoder_loadings=None``) are on up to
+#: this many bins x modalities: the default 25,000 top bins of three modalities; beyond, they are
+#: off (with Adam each takes 16 bytes per bin, modality and latent dimension: 350 MB each in the
+#: paper's all-bins setting, 735,660 bins x modalities, more than the margin of its memory goal;
+#: 48 MB each at this size; docs/benchmarks.md, "Free loadings per bin")
 AUTO_BIN_LOADINGS_MAX = 100_000
 
 
 def auto_bin_loadings(n_bins: int, n_modalities: int) -> bool:
-    """What ``bin_loadings=None`` stands for on data with ``n_bins`` bins and ``n_modalities``
-    modalities: on up to :data:`AUTO_BIN_LOADINGS_MAX` bins x modalities."""
+    """What ``bin_loadings=None`` and ``encoder_loadings=None`` stand for on data with ``n_bins``
+    bins and ``n_modalities`` modalities: on up to :data:`AUTO_BIN_LOADINGS_MAX` bins x
+    modalities."""
     return int(n_bins) * int(n_modalities) <= AUTO_BIN_LOADINGS_MAX
 
 

@@ -4,7 +4,8 @@ Generative model (paper eq. 1): x_mg ~ Poisson(l_m softmax_g(f_dec(z, b))_mg), z
 with the observed library size l_m; negative binomial optional with one dispersion per bin and
 modality. Beyond the paper, f_dec's log-rates may add bin offsets (the data's mean profile), batch
 offsets (per batch and bin) and free bin loadings ``W z`` (one loading per modality, bin and
-latent dimension); each is a :class:`ModuleConfig` switch. Modalities a cell lacks (mask
+latent dimension); the encoder's mean may add free encoder loadings ``h V / sqrt(M G)`` of its
+input ``h``; each is a :class:`ModuleConfig` switch. Modalities a cell lacks (mask
 False) are zeroed in the encoder input, passed as a mask to the encoder, and left out of the
 reconstruction term, so they cannot change the loss or the embedding.
 """
@@ -45,6 +46,7 @@ class ModuleConfig:
     input_transform: str = "log1p"
     bin_offsets: bool = False
     bin_loadings: bool = False
+    encoder_loadings: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -104,6 +106,17 @@ class VAE(nn.Module):
             self.bin_loading = nn.Parameter(torch.zeros(m * g, config.n_latent))
         else:
             self.register_parameter("bin_loading", None)
+        if config.encoder_loadings:
+            # the encoder's counterpart: a free weight per modality, bin and latent dimension
+            # from the encoder input straight to the latent mean (a linear encoder beside the
+            # convolutional one; the convolution shares its kernel columns across the windows).
+            # Scaled by 1 / sqrt(M G) so that an Adam step, which moves every weight by about
+            # the learning rate, moves the mean by a similar amount whatever the number of bins;
+            # started at 0, so the encoder starts as the convolutional one
+            self.encoder_loading = nn.Parameter(torch.zeros(m * g, config.n_latent))
+            self.encoder_loading_scale = float(1.0 / np.sqrt(m * g))
+        else:
+            self.register_parameter("encoder_loading", None)
         if config.input_transform != "log1p":
             self.register_buffer("input_scale", torch.ones(m))
         else:
@@ -161,6 +174,9 @@ class VAE(nn.Module):
             h = h * mask.to(h.dtype).unsqueeze(-1)
         mf = self._mask_float(x, mask) if self.mask_input else None
         mu, logvar = self.encoder(h, self.batch_onehot(batch), mf)
+        if self.encoder_loading is not None:
+            mu = torch.addmm(mu, h.flatten(1), self.encoder_loading,
+                             alpha=self.encoder_loading_scale)
         return mu, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
 
     def decode(self, z: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
