@@ -50,7 +50,7 @@
       doc = "Give the decoder a learned log-rate offset per batch, modality and bin (False: the paper's decoder)."
     ),
     `input.transform` = list(
-      name = "input_transform", type = "character", optional = FALSE, default = "depth",
+      name = "input_transform", type = "character", optional = FALSE, default = "tfidf",
       min = NA, max = NA, min_open = FALSE, max_open = FALSE,
       choices = c("log1p", "depth", "tfidf"), formal = FALSE,
       doc = "What the encoder sees: depth (log of counts scaled to the median depth), tfidf (the same weighted by inverse bin frequency) or log1p (the paper's log(1 + x))."
@@ -234,7 +234,7 @@
 #'   \item{\code{dropout = 0.2}}{Dropout rate.}
 #'   \item{\code{chrom.aware = TRUE}}{Pad each chromosome on its own so no kernel mixes bins of two chromosomes (False: the paper's kernels run across chromosome boundaries).}
 #'   \item{\code{batch.offsets = TRUE}}{Give the decoder a learned log-rate offset per batch, modality and bin (False: the paper's decoder).}
-#'   \item{\code{input.transform = "depth"}}{What the encoder sees: depth (log of counts scaled to the median depth), tfidf (the same weighted by inverse bin frequency) or log1p (the paper's log(1 + x)).}
+#'   \item{\code{input.transform = "tfidf"}}{What the encoder sees: depth (log of counts scaled to the median depth), tfidf (the same weighted by inverse bin frequency) or log1p (the paper's log(1 + x)).}
 #'   \item{\code{bin.offsets = TRUE}}{Give the decoder a log-rate offset per modality and bin, started at the data's mean profile (False: the paper's decoder).}
 #'   \item{\code{bin.loadings = NULL}}{Add a learned loading per modality, bin and latent dimension to the decoder's log-rates, a linear decoder beside the convolutional one; None: on up to 100,000 bins x modalities (False: the paper's decoder).}
 #'   \item{\code{encoder.loadings = NULL}}{Add a learned weight per modality, bin and latent dimension from the encoder's input to the latent mean, a linear encoder beside the convolutional one; None: on up to 100,000 bins x modalities (False: the paper's encoder).}

@@ -111,7 +111,7 @@ class ModelSettings:
         True, "Give the decoder a learned log-rate offset per batch, modality and bin (False: "
         "the paper's decoder).")
     input_transform: str = setting(
-        "depth", "What the encoder sees: depth (log of counts scaled to the median depth), "
+        "tfidf", "What the encoder sees: depth (log of counts scaled to the median depth), "
         "tfidf (the same weighted by inverse bin frequency) or log1p (the paper's log(1 + x)).",
         choices=INPUT_TRANSFORMS)
     bin_offsets: bool = setting(

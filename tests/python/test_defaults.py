@@ -184,11 +184,13 @@ def test_default_model_uses_data_statistics(small_adata):
     m = cv.ConvNetVAE(small_adata)
     c = m.module.config
     assert c.architecture == auto_architecture(small_adata.n_vars)
-    assert c.input_transform == "depth" and c.bin_offsets and c.bin_loadings
+    assert c.input_transform == "tfidf" and c.bin_offsets and c.bin_loadings
     assert c.encoder_loadings
     lib = np.asarray(small_adata.layers["ATAC"].sum(1)).ravel()
     assert float(m.module.input_scale[0]) == pytest.approx(np.median(lib[lib > 0]))
     tot = np.asarray(small_adata.layers["H3K27ac"].sum(0)).ravel()
+    idf = np.where(tot > 0, tot[tot > 0].mean() / np.maximum(tot, 1e-12), 0.0)
+    np.testing.assert_allclose(m.module.input_idf[1].numpy(), idf, rtol=1e-5)
     prof = np.log((tot + 0.5) / (tot + 0.5).sum())
     np.testing.assert_allclose(m.module.bin_offset[1].detach().numpy(), prof - prof.mean(), rtol=1e-5,
                                atol=1e-5)
@@ -247,7 +249,8 @@ def test_encoder_loadings_add_scaled_input_times_v_to_the_mean_and_start_at_zero
         torch.manual_seed(0)
         vae.encoder_loading.normal_()
         mu1, logvar1 = vae.encode(x, batch)
-    h = transforms.forward(x, vae.config.input_transform, vae.input_scale).flatten(1)
+    h = transforms.forward(x, vae.config.input_transform, vae.input_scale,
+                           vae.input_idf).flatten(1)
     want = h @ vae.encoder_loading.detach() / np.sqrt(n_mod * n_bins)
     torch.testing.assert_close(mu1 - mu0, want, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(logvar1, logvar0)  # the variance is the convolutional encoder's
