@@ -215,12 +215,20 @@ def test_models_saved_before_these_settings_keep_the_paper_behaviour():
     assert not {"bin_offset", "bin_loading", "encoder_loading"} & set(vae.state_dict())
 
 
-def test_bin_loadings_add_z_times_w_to_the_log_rates_and_start_at_zero(small_adata):
-    m = cv.ConvNetVAE(small_adata, n_latent=5)
-    vae = m.module.eval()
+def _default_module_with_zero_loadings(adata, name: str):
+    """The default model's module (5 latent dimensions, eval mode), its modalities and bins,
+    after checking that its loadings ``name`` are (modalities x bins) x 5 and start at 0 (so the
+    decoder or encoder starts as the convolutional one)."""
+    vae = cv.ConvNetVAE(adata, n_latent=5).module.eval()
     n_mod, n_bins = vae.config.n_modalities, vae.n_bins
-    assert tuple(vae.bin_loading.shape) == (n_mod * n_bins, 5)
-    assert not vae.bin_loading.detach().any()  # the decoder starts as the convolutional one
+    loading = getattr(vae, name)
+    assert tuple(loading.shape) == (n_mod * n_bins, 5)
+    assert not loading.detach().any()
+    return vae, n_mod, n_bins
+
+
+def test_bin_loadings_add_z_times_w_to_the_log_rates_and_start_at_zero(small_adata):
+    vae, n_mod, n_bins = _default_module_with_zero_loadings(small_adata, "bin_loading")
     torch.manual_seed(0)
     z, batch = torch.randn(4, 5), torch.tensor([0, 1, 0, 1])
     with torch.no_grad():
@@ -235,11 +243,7 @@ def test_bin_loadings_add_z_times_w_to_the_log_rates_and_start_at_zero(small_ada
 
 
 def test_encoder_loadings_add_scaled_input_times_v_to_the_mean_and_start_at_zero(small_adata):
-    m = cv.ConvNetVAE(small_adata, n_latent=5)
-    vae = m.module.eval()
-    n_mod, n_bins = vae.config.n_modalities, vae.n_bins
-    assert tuple(vae.encoder_loading.shape) == (n_mod * n_bins, 5)
-    assert not vae.encoder_loading.detach().any()  # the encoder starts as the convolutional one
+    vae, n_mod, n_bins = _default_module_with_zero_loadings(small_adata, "encoder_loading")
     x = torch.as_tensor(np.stack([small_adata.layers[k][:6].toarray()
                                   for k in ("ATAC", "H3K27ac", "H3K27me3")], axis=1),
                         dtype=torch.float32)

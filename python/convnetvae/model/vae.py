@@ -110,9 +110,10 @@ class VAE(nn.Module):
             # the encoder's counterpart: a free weight per modality, bin and latent dimension
             # from the encoder input straight to the latent mean (a linear encoder beside the
             # convolutional one; the convolution shares its kernel columns across the windows).
-            # Scaled by 1 / sqrt(M G) so that an Adam step, which moves every weight by about
-            # the learning rate, moves the mean by a similar amount whatever the number of bins;
-            # started at 0, so the encoder starts as the convolutional one
+            # Scaled by 1 / sqrt(M G): an Adam step moves every weight by about the learning
+            # rate, and so the mean by about lr x sum(h); the scale keeps that from growing in
+            # proportion to the number of bins. Started at 0, so the encoder starts as the
+            # convolutional one
             self.encoder_loading = nn.Parameter(torch.zeros(m * g, config.n_latent))
             self.encoder_loading_scale = float(1.0 / np.sqrt(m * g))
         else:
