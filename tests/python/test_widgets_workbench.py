@@ -208,11 +208,13 @@ def test_ctrl_c_while_waiting_stops_cleanly(adata):
             os.kill(os.getpid(), signal.SIGINT)
 
     tp._on_epoch = on_epoch
-    model = wb.train(wait=True, max_epochs=300, batch_size=32, early_stopping=False,
+    # far more epochs than the interrupt needs: on a loaded machine the main thread may reach
+    # its wait late, and a Ctrl-C at the last epoch rightly ends as "finished" (seen once at 300)
+    model = wb.train(wait=True, max_epochs=3000, batch_size=32, early_stopping=False,
                      embed_when_done=False)
     assert fired.is_set()
     assert tp.state == "stopped" and not wb.is_training
-    assert 1 <= len(model.history_) < 300
+    assert 1 <= len(model.history_) < 3000
     assert model.is_trained
     assert model.get_latent_representation().shape == (300, 30)
 
