@@ -143,6 +143,7 @@ class ConvNetVAE:
         self.bins["chrom"] = self.bins["chrom"].astype(str)
         chrom_lengths = contract.chromosome_lengths(self.bins)
         mods = self.registry["modalities"]
+        loadings = auto_bin_loadings(adata.n_vars, len(mods))  # what None stands for, both kinds
         config = ModuleConfig(
             n_modalities=len(mods), chrom_lengths=chrom_lengths,
             n_batches=max(1, len(self.registry["batch_categories"])),
@@ -152,10 +153,9 @@ class ConvNetVAE:
             use_mask=bool(self.registry.get("has_missing", False)),
             batch_offsets=opts.batch_offsets, input_transform=opts.input_transform,
             bin_offsets=opts.bin_offsets,
-            bin_loadings=(auto_bin_loadings(adata.n_vars, len(mods)) if opts.bin_loadings is None
-                          else opts.bin_loadings),
-            encoder_loadings=(auto_bin_loadings(adata.n_vars, len(mods))
-                              if opts.encoder_loadings is None else opts.encoder_loadings))
+            bin_loadings=loadings if opts.bin_loadings is None else opts.bin_loadings,
+            encoder_loadings=(loadings if opts.encoder_loadings is None
+                              else opts.encoder_loadings))
         torch.manual_seed(opts.seed)
         self.module = VAE(config)
         if config.input_transform != "log1p" or config.bin_offsets:
