@@ -1,0 +1,106 @@
+"""How high is the bar? Signac-style LSI and its common variants on the benchmark sets.
+
+Issue 14's target is LSI (Signac: TF-IDF, 30 SVD components, each standardised, the first
+dropped when it tracks depth) + 0.05 in best Louvain ARI. This script measures what the LSI
+family itself reaches on the same cells and bins: 10 / 20 / 30 / 50 components, standardised
+(Signac's default) or not, and LSI of binarised counts; where a dataset ships a published
+clustering of its own (Paired-Tag: IDclust's ``IDcluster``), that partition's ARI against the
+labels as well (one partition, not a resolution sweep). Not part of the test suite; the real
+sets need ../shared/data. Writes one JSON file.
+
+    .venv/bin/python benchmarks/lsi_variants.py --out benchmarks/results/lsi_variants.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import time
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import scipy.sparse as sp
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "python"))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from convnetvae.evaluate.baselines import LSIModel  # noqa: E402
+from convnetvae.io_utils import write_json  # noqa: E402
+from curves import _best_ari  # noqa: E402
+from quality import ALL, load_dataset, shared_data  # noqa: E402
+
+#: partitions shipped with a dataset by its authors' own clustering method (obs columns)
+PUBLISHED_PARTITIONS = {"pairedtag": ("IDcluster",)}
+
+
+def binarised(adata: ad.AnnData, modalities: list[str]) -> ad.AnnData:
+    """A copy of ``adata`` whose count layers are 1 wherever the count is positive."""
+    out = adata.copy()
+    for m in modalities:
+        x = sp.csr_matrix(out.layers[m], dtype=np.float32)
+        x.data = (x.data > 0).astype(np.float32)
+        x.eliminate_zeros()
+        out.layers[m] = x
+    return out
+
+
+def lsi_variants(adata: ad.AnnData, modalities: list[str], labels: np.ndarray,
+                 components: tuple[int, ...] = (10, 20, 30, 50),
+                 published: tuple[str, ...] = ()) -> dict[str, float]:
+    """Best ARI (Louvain sweep, k = 20) of each LSI variant, and of published partitions.
+
+    Keys: ``lsi<n>`` (standardised components, Signac's default; ``lsi30`` is the issue's
+    baseline), ``lsi<n>-unscaled``, ``lsi30-binarised``, and ``published:<column>``.
+    """
+    from sklearn.metrics import adjusted_rand_score
+
+    out: dict[str, float] = {}
+    for n in components:
+        for scale, suffix in ((True, ""), (False, "-unscaled")):
+            z = LSIModel(modalities, n_components=n, scale=scale).fit(adata).transform(adata)
+            out[f"lsi{n}{suffix}"] = _best_ari(z, labels)
+    b = binarised(adata, modalities)
+    out["lsi30-binarised"] = _best_ari(LSIModel(modalities, n_components=30).fit(b).transform(b),
+                                       labels)
+    for col in published:
+        if col not in adata.obs.columns:
+            raise ValueError(f"published partition {col!r} is not a column of adata.obs "
+                             f"(columns: {list(adata.obs.columns)})")
+        out[f"published:{col}"] = float(adjusted_rand_score(
+            labels, adata.obs[col].astype(str).to_numpy()))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--datasets", default=",".join(d for d in ALL if d != "simulator"))
+    p.add_argument("--max-bins", type=int, default=25_000)
+    p.add_argument("--sim-cells", type=int, default=1500)
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "lsi_variants.json"))
+    args = p.parse_args(argv)
+    root = shared_data()
+    command = " ".join(["benchmarks/lsi_variants.py", *(sys.argv[1:] if argv is None else argv)])
+    result = {"date": dt.date.today().isoformat(), "command": command,
+              "max_bins": args.max_bins, "datasets": {}}
+    for name in [d for d in args.datasets.split(",") if d]:
+        if name != "simulator" and root is None:
+            print(f"{name}: ../shared/data not found, skipped", file=sys.stderr)
+            continue
+        a, labels_key, _ = load_dataset(name, root or Path("."), args.max_bins, args.sim_cells)
+        mods = list(a.uns["modalities"])
+        t0 = time.perf_counter()
+        scores = lsi_variants(a, mods, a.obs[labels_key].astype(str).to_numpy(),
+                              published=PUBLISHED_PARTITIONS.get(name, ()))
+        result["datasets"][name] = {"cells": a.n_obs, "bins": a.n_vars, "labels": labels_key,
+                                    "seconds": round(time.perf_counter() - t0, 1),
+                                    "best_ari": {k: round(v, 4) for k, v in scores.items()}}
+        print(name, result["datasets"][name]["best_ari"], file=sys.stderr, flush=True)
+    write_json(args.out, result)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
