@@ -87,6 +87,12 @@
       choices = NULL, formal = TRUE,
       doc = "Passes over the training cells; None chooses the length from the data (a one-cycle learning-rate schedule); the paper: 300 or 200."
     ),
+    `time.budget` = list(
+      name = "time_budget", type = "double", optional = FALSE, default = 1.0,
+      min = 0.0, max = NA, min_open = TRUE, max_open = FALSE,
+      choices = NULL, formal = FALSE,
+      doc = "Training time of an automatic-length run (max_epochs=None) as a multiple of the default budget (1 minute per 1,000 cells per modality, up to three, on 2 CPU cores): 4 lets it train about four times as long. The length still stops at what the data need (about 1,000 optimiser steps, at most 200 epochs). Small sets gain from more (docs/benchmarks.md)."
+    ),
     `batch.size` = list(
       name = "batch_size", type = "integer", optional = TRUE, default = NULL,
       min = 2.0, max = NA, min_open = FALSE, max_open = FALSE,
@@ -238,6 +244,7 @@
 #'   \item{\code{bin.offsets = TRUE}}{Give the decoder a log-rate offset per modality and bin, started at the data's mean profile (False: the paper's decoder).}
 #'   \item{\code{bin.loadings = NULL}}{Add a learned loading per modality, bin and latent dimension to the decoder's log-rates, a linear decoder beside the convolutional one; None: on up to 100,000 bins x modalities (False: the paper's decoder).}
 #'   \item{\code{encoder.loadings = NULL}}{Add a learned weight per modality, bin and latent dimension from the encoder's input to the latent mean, a linear encoder beside the convolutional one; None: on up to 100,000 bins x modalities (False: the paper's encoder).}
+#'   \item{\code{time.budget = 1}}{Training time of an automatic-length run (max_epochs=None) as a multiple of the default budget (1 minute per 1,000 cells per modality, up to three, on 2 CPU cores): 4 lets it train about four times as long. The length still stops at what the data need (about 1,000 optimiser steps, at most 200 epochs). Small sets gain from more (docs/benchmarks.md).}
 #'   \item{\code{lr.schedule = "auto"}}{Learning-rate schedule: onecycle (warm-up, then cosine decay), constant (the paper), or auto (onecycle when max_epochs is None, else constant).}
 #'   \item{\code{validation.size = 0.1}}{Fraction of cells held out for validation and early stopping (0 = none).}
 #'   \item{\code{early.stopping = TRUE}}{With the constant schedule, stop when the validation loss has not improved for patience epochs and keep the best weights (False: train exactly max_epochs, as the paper).}

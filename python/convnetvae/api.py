@@ -265,7 +265,7 @@ class ConvNetVAE:
               seed: int | None = None, device: str = "auto", progress: bool = True,
               callback: Callable[[int, dict], None] | None = None,
               stop_event: threading.Event | None = None, kl_warmup_epochs: int | None = None,
-              grad_clip: float | None = 100.0, weight_decay: float = 0.0,
+              time_budget: float = 1.0, grad_clip: float | None = 100.0, weight_decay: float = 0.0,
               mixed_precision: bool = False, checkpoint_dir: str | os.PathLike | None = None,
               checkpoint_every: int = 1, resume: bool = False,
               resume_allow_changes: bool = False, n_threads: int | None = None,
@@ -303,6 +303,13 @@ class ConvNetVAE:
             Linearly increase the KL weight over this many epochs (0 = off, as the paper);
             None: over the first half of a one-cycle run, off with the constant schedule. The
             resolved value is ``model.trainer_.plan.kl_warmup_epochs``.
+        time_budget
+            Training time of an automatic-length run (max_epochs=None) as a multiple of the
+            default budget (1 minute per 1,000 cells per modality, up to three, on 2 CPU cores):
+            4 lets it train about four times as long. The length still stops at what the data
+            need (about 1,000 optimiser steps, at most 200 epochs). Small sets gain from more
+            (docs/benchmarks.md). The chosen length is ``model.trainer_.plan.epochs``; with
+            ``max_epochs`` given it must stay 1.
         grad_clip
             Clip the gradient norm to this value (None = off).
         weight_decay

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from .data.loader import n_minibatches
+from .errors import ConvNetVAEError
 
 #: peak learning rate of the one-cycle schedule and the paper's constant learning rate
 ONE_CYCLE_LR = 1e-2
@@ -147,46 +148,49 @@ def seconds_per_epoch(n_train: int, n_bins: int, n_modalities: int, batch_size: 
     return n_train * per_cell + per_step * steps_per_epoch(n_train, batch_size)
 
 
-def budget_seconds(n_train: int, n_modalities: int) -> float:
+def budget_seconds(n_train: int, n_modalities: int, time_budget: float = 1.0) -> float:
     """The share of the time budget default training aims for (:data:`BUDGET_SHARE` of
-    :data:`BUDGET_SECONDS_PER_CELL` per cell and modality, up to three modalities)."""
-    return BUDGET_SHARE * BUDGET_SECONDS_PER_CELL * min(max(n_modalities, 1), 3) * n_train
+    :data:`BUDGET_SECONDS_PER_CELL` per cell and modality, up to three modalities), times
+    ``time_budget`` (the ``train`` setting: 1 is the default budget)."""
+    return (BUDGET_SHARE * BUDGET_SECONDS_PER_CELL * min(max(n_modalities, 1), 3) * n_train
+            * float(time_budget))
 
 
 def auto_epochs(n_train: int, n_bins: int, n_modalities: int, batch_size: int,
-                flops_per_cell: float, n_parameters: int = 0) -> int:
+                flops_per_cell: float, n_parameters: int = 0, time_budget: float = 1.0) -> int:
     """Epochs of an auto-length run, chosen from the data.
 
     The quality term asks for :data:`TARGET_STEPS` optimiser steps, within
     [:data:`MIN_EPOCHS`, :data:`MAX_EPOCHS`] epochs (small data: many epochs of few steps; large
     data: fewer epochs of many steps). The budget term caps the epochs so that the estimated
-    training time (:func:`seconds_per_epoch`) stays within :func:`budget_seconds`, never below
-    :data:`FLOOR_EPOCHS`. docs/benchmarks.md has the measurements behind the numbers.
+    training time (:func:`seconds_per_epoch`) stays within :func:`budget_seconds` (``time_budget``
+    times the default budget), never below :data:`FLOOR_EPOCHS`. docs/benchmarks.md has the
+    measurements behind the numbers.
     """
     spe = steps_per_epoch(n_train, batch_size)
     quality = min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(TARGET_STEPS / spe)))
-    cap = int(budget_seconds(n_train, n_modalities)
+    cap = int(budget_seconds(n_train, n_modalities, time_budget)
               / seconds_per_epoch(n_train, n_bins, n_modalities, batch_size, flops_per_cell,
                                   n_parameters))
     return max(1, min(quality, max(FLOOR_EPOCHS, cap)))
 
 
 def _default_rule(n_train: int, n_bins: int, n_modalities: int, batch_size: int,
-                  flops_per_cell: float, n_parameters: int) -> int:
+                  flops_per_cell: float, n_parameters: int, *, time_budget: float = 1.0) -> int:
     return auto_epochs(n_train, n_bins, n_modalities, batch_size, flops_per_cell,
-                       n_parameters) * steps_per_epoch(n_train, batch_size)
+                       n_parameters, time_budget) * steps_per_epoch(n_train, batch_size)
 
 
-#: ``rule(n_train, n_bins, n_modalities, batch_size, flops_per_cell, n_parameters) -> steps``
-#: of auto runs
+#: ``rule(n_train, n_bins, n_modalities, batch_size, flops_per_cell, n_parameters, *,
+#: time_budget) -> steps`` of auto runs
 AUTO_RULE = _default_rule
 
 
 def auto_steps(n_train: int, n_bins: int, n_modalities: int, batch_size: int,
-               flops_per_cell: float, n_parameters: int = 0) -> int:
+               flops_per_cell: float, n_parameters: int = 0, time_budget: float = 1.0) -> int:
     """Optimiser steps of an auto-length run, chosen from the data (:data:`AUTO_RULE`)."""
     return int(AUTO_RULE(n_train, n_bins, n_modalities, batch_size, flops_per_cell,
-                         n_parameters))
+                         n_parameters, time_budget=time_budget))
 
 
 def training_flops_per_cell(module: torch.nn.Module) -> float:
@@ -237,17 +241,30 @@ def auto_kl_warmup(epochs: int, schedule: str) -> int:
 
 def plan(n_train: int, n_bins: int, n_modalities: int, batch_size: int, max_epochs: int | None,
          lr: float | None, lr_schedule: str, flops_per_cell: float = 0.0,
-         n_parameters: int = 0, kl_warmup_epochs: int | None = None) -> Plan:
-    """Resolve ``max_epochs`` / ``lr`` / ``lr_schedule`` / ``kl_warmup_epochs`` settings into a
-    :class:`Plan` (``flops_per_cell``: :func:`training_flops_per_cell` of the model,
-    ``n_parameters`` its parameter count, for auto runs; ``kl_warmup_epochs=None``:
-    :func:`auto_kl_warmup`)."""
+         n_parameters: int = 0, kl_warmup_epochs: int | None = None,
+         time_budget: float = 1.0) -> Plan:
+    """Resolve ``max_epochs`` / ``lr`` / ``lr_schedule`` / ``kl_warmup_epochs`` /
+    ``time_budget`` settings into a :class:`Plan` (``flops_per_cell``:
+    :func:`training_flops_per_cell` of the model, ``n_parameters`` its parameter count, for auto
+    runs; ``kl_warmup_epochs=None``: :func:`auto_kl_warmup`).
+
+    Raises
+    ------
+    ConvNetVAEError
+        When both ``max_epochs`` and a ``time_budget`` other than 1 are given (the budget only
+        chooses the length of automatic runs).
+    """
     spe = steps_per_epoch(n_train, batch_size)
     auto = max_epochs is None
+    if not auto and float(time_budget) != 1.0:
+        raise ConvNetVAEError(
+            f"time_budget={time_budget:g} sets the length of automatic training, but "
+            f"max_epochs={max_epochs} fixes it: give one of them (time_budget with "
+            "max_epochs=None)")
     schedule = lr_schedule if lr_schedule != "auto" else ("onecycle" if auto else "constant")
     if auto:
         steps = auto_steps(n_train, n_bins, n_modalities, batch_size, flops_per_cell,
-                           n_parameters)
+                           n_parameters, time_budget)
         epochs = max(1, math.ceil(steps / spe))
     else:
         epochs = int(max_epochs)

@@ -137,6 +137,12 @@ class TrainSettings:
         None, "Passes over the training cells; None chooses the length from the data (a "
         "one-cycle learning-rate schedule); the paper: 300 or 200.",
         min=1, r_formal=True, cli_aliases=("--epochs",), widget={"placeholder": "(auto)"})
+    time_budget: float = setting(
+        1.0, "Training time of an automatic-length run (max_epochs=None) as a multiple of the "
+        "default budget (1 minute per 1,000 cells per modality, up to three, on 2 CPU cores): "
+        "4 lets it train about four times as long. The length still stops at what the data "
+        "need (about 1,000 optimiser steps, at most 200 epochs). Small sets gain from more "
+        "(docs/benchmarks.md).", min=0.0, min_open=True)
     batch_size: int | None = setting(
         None, "Cells per minibatch; None: 128, or fewer (down to 32) when the data are small, "
         "so that an epoch has at least 16 optimiser steps.", min=2, r_formal=True,

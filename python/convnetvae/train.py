@@ -152,7 +152,7 @@ class Trainer:
                                   config.batch_size, config.max_epochs, config.lr,
                                   config.lr_schedule, flops,
                                   sum(p.numel() for p in module.parameters()),
-                                  config.kl_warmup_epochs)
+                                  config.kl_warmup_epochs, config.time_budget)
         self.lr_scale = 1.0  # 0.1 after a non-finite epoch was retried
         self.history: list[dict] = []
         self.stopped_early = False
@@ -576,7 +576,7 @@ RESUME_FREE_SETTINGS = frozenset({"max_epochs", "device", "progress", "n_threads
 #: cannot: the checkpoint's split and random state are kept
 _APPLIED_ON_RESUME = frozenset({"lr", "lr_schedule", "weight_decay", "batch_size", "patience",
                                 "min_delta",
-                                "early_stopping", "grad_clip", "kl_warmup_epochs",
+                                "early_stopping", "grad_clip", "kl_warmup_epochs", "time_budget",
                                 "mixed_precision", "shuffle_block_size"})
 
 

@@ -64,6 +64,52 @@ def test_auto_length_fits_the_time_budget():
     assert schedule.auto_epochs(500, 25_000, 1, 128, 4e8) <= schedule.auto_epochs(500, 25_000, 1, 128, 4e6)
 
 
+def test_time_budget_scales_the_cap_and_stops_at_what_the_data_need():
+    # a Buenrostro-like set (480 training cells, 25,000 bins): the budget term decides
+    n, bins, flops, params = 480, 25_000, 2e7, 3e6
+    batch = schedule.auto_batch_size(n)
+    quality = min(schedule.MAX_EPOCHS, max(schedule.MIN_EPOCHS, -(-schedule.TARGET_STEPS //
+                                                                  schedule.steps_per_epoch(n, batch))))
+    one = schedule.auto_epochs(n, bins, 1, batch, flops, params)
+    assert schedule.FLOOR_EPOCHS < one < quality
+    for factor in (2.0, 4.0):
+        longer = schedule.auto_epochs(n, bins, 1, batch, flops, params, time_budget=factor)
+        est = longer * schedule.seconds_per_epoch(n, bins, 1, batch, flops, params)
+        assert est <= schedule.budget_seconds(n, 1) * factor
+        assert longer >= int(factor * one) - 1 and longer <= quality
+    assert schedule.budget_seconds(n, 1, 3.0) == pytest.approx(3 * schedule.budget_seconds(n, 1))
+    # a large budget stops at the quality term, a small one at the floor
+    assert schedule.auto_epochs(n, bins, 1, batch, flops, params, time_budget=1e3) == quality
+    assert schedule.auto_epochs(n, bins, 1, batch, flops, params,
+                                time_budget=1e-3) == schedule.FLOOR_EPOCHS
+    p1 = schedule.plan(n, bins, 1, batch, None, None, "auto", flops, params)
+    p4 = schedule.plan(n, bins, 1, batch, None, None, "auto", flops, params, time_budget=4.0)
+    assert p4.auto and p4.epochs > 3 * p1.epochs
+    # the KL warm-up follows the longer run
+    assert p4.kl_warmup_epochs == schedule.auto_kl_warmup(p4.epochs, "onecycle")
+
+
+def test_time_budget_reaches_the_length_rule_and_conflicts_with_max_epochs(small_adata,
+                                                                           monkeypatch):
+    seen = []
+
+    def rule(n_train, n_bins, n_modalities, batch_size, flops_per_cell, n_parameters, *,
+             time_budget):
+        seen.append(time_budget)
+        return 5
+
+    monkeypatch.setattr(schedule, "AUTO_RULE", rule)
+    m = cv.ConvNetVAE(small_adata, n_hidden=16, n_latent=4)
+    m.train(batch_size=64, time_budget=2.5, progress=False)
+    assert seen == [2.5] and m.train_config["time_budget"] == 2.5
+    with pytest.raises(ValueError, match=r"time_budget=2 sets the length .* max_epochs=3 fixes"):
+        m.train(max_epochs=3, time_budget=2, progress=False)
+    for bad in (0, -1.0):
+        with pytest.raises(ValueError, match="time_budget"):
+            m.train(time_budget=bad, progress=False)
+    m.train(max_epochs=1, time_budget=1.0, batch_size=64, progress=False)  # 1 is the default
+
+
 def test_flops_are_counted_without_touching_the_model(small_adata):
     m = cv.ConvNetVAE(small_adata, architecture="conv-k11s11", n_hidden=16, n_latent=4)
     deep = cv.ConvNetVAE(small_adata, architecture="conv-k11s3x2")
@@ -134,13 +180,15 @@ def test_training_uses_the_planned_kl_weights(small_adata, monkeypatch):
 def test_default_training_length_comes_from_the_data(small_adata, monkeypatch):
     seen = {}
 
-    def rule(n_train, n_bins, n_modalities, batch_size, flops_per_cell, n_parameters):
-        seen.update(n_train=n_train, n_bins=n_bins, n_modalities=n_modalities)
+    def rule(n_train, n_bins, n_modalities, batch_size, flops_per_cell, n_parameters, *,
+             time_budget):
+        seen.update(n_train=n_train, n_bins=n_bins, n_modalities=n_modalities,
+                    time_budget=time_budget)
         return 7
 
     monkeypatch.setattr(schedule, "AUTO_RULE", rule)
     m = cv.ConvNetVAE(small_adata, n_hidden=16, n_latent=4).train(batch_size=64, progress=False)
-    assert seen == {"n_train": 270, "n_bins": 600, "n_modalities": 3}
+    assert seen == {"n_train": 270, "n_bins": 600, "n_modalities": 3, "time_budget": 1.0}
     assert len(m.history) == 2  # 7 steps at 5 steps per epoch (270 cells, batch 64): 2 epochs
     assert m.trainer_.plan.auto and m.trainer_.plan.schedule == "onecycle"
 
