@@ -142,7 +142,7 @@ class TrainSettings:
         "default budget (1 minute per 1,000 cells per modality, up to three, on 2 CPU cores): "
         "4 lets it train about four times as long. The length still stops at what the data "
         "need (about 1,000 optimiser steps, at most 200 epochs). Small sets gain from more "
-        "(docs/benchmarks.md).", min=0.0, min_open=True)
+        "(docs/benchmarks.md).", min=0.0, min_open=True, widget={"min": 0.25, "max": 16.0})
     batch_size: int | None = setting(
         None, "Cells per minibatch; None: 128, or fewer (down to 32) when the data are small, "
         "so that an epoch has at least 16 optimiser steps.", min=2, r_formal=True,

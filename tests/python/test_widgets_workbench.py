@@ -246,6 +246,33 @@ def test_training_errors_are_shown_not_raised_into_the_void(adata):
     assert tp.state == "finished"
 
 
+def test_train_panel_time_budget_reaches_the_length_rule(adata, monkeypatch):
+    from convnetvae import schedule
+
+    seen = []
+
+    def rule(n_train, n_bins, n_modalities, batch_size, flops_per_cell, n_parameters, *,
+             time_budget):
+        seen.append(time_budget)
+        return 2 * schedule.steps_per_epoch(n_train, batch_size)
+
+    monkeypatch.setattr(schedule, "AUTO_RULE", rule)
+    wb = Workbench(adata)
+    tp = wb.trainer
+    field = tp.panel.widgets["time_budget"]
+    assert field.value == 1.0 and (field.min, field.max) == (0.25, 16.0)
+    tp.panel.set_values(time_budget=3.0, batch_size=64)
+    tp.panel.button.click()
+    assert wb.wait(timeout=300)
+    assert tp.error is None and tp.state == "finished"
+    assert seen == [3.0] and len(wb.model.history_) == 2
+    # with a fixed length the budget has no say: the error is shown in the panel
+    tp.panel.set_values(max_epochs=2)
+    tp.panel.button.click()
+    assert wb.wait(timeout=60)
+    assert tp.state == "failed" and "max_epochs=2 fixes it" in str(tp.error)
+
+
 def test_user_panels_dock_and_update_the_views(adata):
     wb = Workbench(adata)
 
