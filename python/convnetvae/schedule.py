@@ -23,7 +23,6 @@ from dataclasses import dataclass
 import torch
 
 from .data.loader import n_minibatches
-from .errors import ConvNetVAEError
 
 #: peak learning rate of the one-cycle schedule and the paper's constant learning rate
 ONE_CYCLE_LR = 1e-2
@@ -246,21 +245,10 @@ def plan(n_train: int, n_bins: int, n_modalities: int, batch_size: int, max_epoc
     """Resolve ``max_epochs`` / ``lr`` / ``lr_schedule`` / ``kl_warmup_epochs`` /
     ``time_budget`` settings into a :class:`Plan` (``flops_per_cell``:
     :func:`training_flops_per_cell` of the model, ``n_parameters`` its parameter count, for auto
-    runs; ``kl_warmup_epochs=None``: :func:`auto_kl_warmup`).
-
-    Raises
-    ------
-    ConvNetVAEError
-        When both ``max_epochs`` and a ``time_budget`` other than 1 are given (the budget only
-        chooses the length of automatic runs).
-    """
+    runs; ``kl_warmup_epochs=None``: :func:`auto_kl_warmup`; ``time_budget`` only shapes
+    automatic runs, and the settings reject it beside a ``max_epochs``)."""
     spe = steps_per_epoch(n_train, batch_size)
     auto = max_epochs is None
-    if not auto and float(time_budget) != 1.0:
-        raise ConvNetVAEError(
-            f"time_budget={time_budget:g} sets the length of automatic training, but "
-            f"max_epochs={max_epochs} fixes it: give one of them (time_budget with "
-            "max_epochs=None)")
     schedule = lr_schedule if lr_schedule != "auto" else ("onecycle" if auto else "constant")
     if auto:
         steps = auto_steps(n_train, n_bins, n_modalities, batch_size, flops_per_cell,

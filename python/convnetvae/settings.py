@@ -362,7 +362,28 @@ def validate(cls: type, values: Mapping[str, Any], names: Names = "python") -> d
                  (k.replace("_", ".") if names == "r" else k) for k in unknown]
         raise ConvNetVAEError(f"unknown setting(s) {shown}; known: "
                               f"{[s.shown(names) for s in known.values()]}")
-    return {k: known[k].check(v, names) for k, v in values.items()}
+    checked = {k: known[k].check(v, names) for k, v in values.items()}
+    together = _TOGETHER.get(cls)
+    if together is not None:
+        together(checked, known, names)
+    return checked
+
+
+def _train_length_together(values: Mapping[str, Any], known: Mapping[str, Setting],
+                           names: Names) -> None:
+    """A fixed ``max_epochs`` leaves ``time_budget`` (of automatic-length runs) nothing to do."""
+    budget, epochs = values.get("time_budget", 1.0), values.get("max_epochs")
+    if epochs is not None and budget != 1.0:
+        tb, me = known["time_budget"].shown(names), known["max_epochs"].shown(names)
+        none = "NULL" if names == "r" else "None"
+        raise ConvNetVAEError(
+            f"{tb}={budget:g} sets the length of automatic training, but {me}={epochs} fixes "
+            f"it: give one of them ({tb} with {me}={none})")
+
+
+#: checks of settings that depend on each other, per group
+_TOGETHER: dict[type, Callable[[Mapping[str, Any], Mapping[str, Setting], Names], None]] = {
+    TrainSettings: _train_length_together}
 
 
 def make(cls: type, names: Names = "python", **values: Any) -> Any:

@@ -230,6 +230,12 @@ def test_run_from_r_rejects_unknown_arguments_and_foreign_model_dirs(toy, tmp_pa
     with pytest.raises(ConvNetVAEError, match="unknown argument 'no.such'"):
         bridge.run_from_r(toy["mats"], toy["names"], toy["cells"], None, None,
                           dict(FAST, extra={"no_such": 1}))
+    # settings that contradict each other are named as R names them
+    with pytest.raises(ConvNetVAEError, match=r"time\.budget = 2 sets the length of automatic "
+                       r"training, but max\.epochs = 5 fixes it: give one of them \(time\.budget "
+                       r"with max\.epochs = NULL\)"):
+        bridge.run_from_r(toy["mats"], toy["names"], toy["cells"], None, None,
+                          dict(FAST, max_epochs=5, extra={"time_budget": 2}))
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(ConvNetVAEError, match="holds no ConvNetVAE model"):
