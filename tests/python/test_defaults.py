@@ -66,7 +66,7 @@ def test_auto_length_fits_the_time_budget():
 
 def test_time_budget_scales_the_cap_and_stops_at_what_the_data_need():
     # a Buenrostro-like set (480 training cells, 25,000 bins): the budget term decides
-    n, bins, flops, params = 480, 25_000, 3.7e7, 4.1e6
+    n, bins, flops, params = 480, 25_000, 2e7, 3e6
     batch = schedule.auto_batch_size(n)
     quality = min(schedule.MAX_EPOCHS, max(schedule.MIN_EPOCHS, -(-schedule.TARGET_STEPS //
                                                                   schedule.steps_per_epoch(n, batch))))
@@ -76,7 +76,7 @@ def test_time_budget_scales_the_cap_and_stops_at_what_the_data_need():
         longer = schedule.auto_epochs(n, bins, 1, batch, flops, params, time_budget=factor)
         est = longer * schedule.seconds_per_epoch(n, bins, 1, batch, flops, params)
         assert est <= schedule.budget_seconds(n, 1) * factor
-        assert min(quality, int(factor * one) - 1) <= longer <= quality
+        assert longer >= int(factor * one) - 1 and longer <= quality
     assert schedule.budget_seconds(n, 1, 3.0) == pytest.approx(3 * schedule.budget_seconds(n, 1))
     # a large budget stops at the quality term, a small one at the floor
     assert schedule.auto_epochs(n, bins, 1, batch, flops, params, time_budget=1e3) == quality
@@ -84,7 +84,7 @@ def test_time_budget_scales_the_cap_and_stops_at_what_the_data_need():
                                 time_budget=1e-3) == schedule.FLOOR_EPOCHS
     p1 = schedule.plan(n, bins, 1, batch, None, None, "auto", flops, params)
     p4 = schedule.plan(n, bins, 1, batch, None, None, "auto", flops, params, time_budget=4.0)
-    assert p4.auto and p4.epochs >= min(quality, 3 * p1.epochs) and p4.epochs > p1.epochs
+    assert p4.auto and p4.epochs > 3 * p1.epochs
     # the KL warm-up follows the longer run
     assert p4.kl_warmup_epochs == schedule.auto_kl_warmup(p4.epochs, "onecycle")
 
