@@ -28,6 +28,7 @@ sys.path.insert(0, str(REPO / "python"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from convnetvae.evaluate.baselines import LSIModel  # noqa: E402
+from convnetvae.evaluate.clustering import ari  # noqa: E402
 from convnetvae.io_utils import write_json  # noqa: E402
 from curves import _best_ari  # noqa: E402
 from quality import ALL, load_dataset, shared_data  # noqa: E402
@@ -55,8 +56,6 @@ def lsi_variants(adata: ad.AnnData, modalities: list[str], labels: np.ndarray,
     Keys: ``lsi<n>`` (standardised components, Signac's default; ``lsi30`` is the issue's
     baseline), ``lsi<n>-unscaled``, ``lsi30-binarised``, and ``published:<column>``.
     """
-    from sklearn.metrics import adjusted_rand_score
-
     out: dict[str, float] = {}
     for n in components:
         for scale, suffix in ((True, ""), (False, "-unscaled")):
@@ -69,8 +68,7 @@ def lsi_variants(adata: ad.AnnData, modalities: list[str], labels: np.ndarray,
         if col not in adata.obs.columns:
             raise ValueError(f"published partition {col!r} is not a column of adata.obs "
                              f"(columns: {list(adata.obs.columns)})")
-        out[f"published:{col}"] = float(adjusted_rand_score(
-            labels, adata.obs[col].astype(str).to_numpy()))
+        out[f"published:{col}"] = ari(labels, adata.obs[col].astype(str).to_numpy())
     return out
 
 
