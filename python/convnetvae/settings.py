@@ -372,8 +372,9 @@ def validate(cls: type, values: Mapping[str, Any], names: Names = "python") -> d
 def _train_length_together(values: Mapping[str, Any], known: Mapping[str, Setting],
                            names: Names) -> None:
     """A fixed ``max_epochs`` leaves ``time_budget`` (of automatic-length runs) nothing to do."""
-    budget, epochs = values.get("time_budget", 1.0), values.get("max_epochs")
-    if epochs is not None and budget != 1.0:
+    default = known["time_budget"].default
+    budget, epochs = values.get("time_budget", default), values.get("max_epochs")
+    if epochs is not None and budget != default:
         tb, me = known["time_budget"].shown(names), known["max_epochs"].shown(names)
         none = "NULL" if names == "r" else "None"
         raise ConvNetVAEError(
