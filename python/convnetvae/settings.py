@@ -125,6 +125,10 @@ class ModelSettings:
         None, "Add a learned weight per modality, bin and latent dimension from the encoder's "
         "input to the latent mean, a linear encoder beside the convolutional one; None: on up "
         "to 100,000 bins x modalities (False: the paper's encoder).")
+    loadings_start: str = setting(
+        "zero", "How the free bin and encoder loadings start: zero, lsi (the directions of a "
+        "truncated SVD of the encoder's input, as in LSI), or auto (lsi when at most half of "
+        "the input is non-zero, as in peak data).", choices=("zero", "lsi", "auto"))
     seed: int = setting(0, "Random seed of the weights, the validation split, the shuffling "
                            "and the sampling.", min=0, r_formal=True)
 

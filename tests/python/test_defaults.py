@@ -266,7 +266,8 @@ def test_models_saved_before_these_settings_keep_the_paper_behaviour():
 def _default_module_with_zero_loadings(adata, name: str):
     """The default model's module (5 latent dimensions, eval mode), its modalities and bins,
     after checking that its loadings ``name`` are (modalities x bins) x 5 and start at 0 (so the
-    decoder or encoder starts as the convolutional one)."""
+    decoder or encoder starts as the convolutional one; ``loadings_start="lsi"``:
+    test_lsi_start.py)."""
     vae = cv.ConvNetVAE(adata, n_latent=5).module.eval()
     n_mod, n_bins = vae.config.n_modalities, vae.n_bins
     loading = getattr(vae, name)

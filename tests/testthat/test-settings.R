@@ -38,6 +38,8 @@ test_that(".check_setting applies the schema's types, bounds and choices", {
   expect_null(chk(NULL, "batch.size", "train")) # chosen from the data
   expect_identical(chk(4, "time.budget", "train"), 4)
   expect_error(chk(0, "time.budget", "train"), "`time.budget` must be a number > 0")
+  expect_identical(chk("zero", "loadings.start", "model"), "zero")
+  expect_error(chk("pca", "loadings.start", "model"), "one of 'auto', 'lsi', 'zero'")
 })
 
 test_that("arguments passed through ... are renamed and checked", {
@@ -48,6 +50,7 @@ test_that("arguments passed through ... are renamed and checked", {
   )
   expect_identical(dots(list(batch.size = 256), "embed"), list(batch_size = 256L))
   expect_identical(dots(list(time.budget = 4)), list(time_budget = 4))
+  expect_identical(dots(list(loadings.start = "lsi")), list(loadings_start = "lsi"))
   expect_error(dots(list(patience = 0)), "`patience` must be a whole number >= 1")
   expect_error(dots(list(1)), "must be named")
 })

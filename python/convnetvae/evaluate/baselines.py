@@ -18,9 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import ConvNetVAEError
-
-#: |correlation with log depth| above which the first LSI component is dropped
-DEPTH_CORRELATION_CUTOFF = 0.75
+from ..model.lsi_start import DEPTH_CORRELATION_CUTOFF, depth_correlation  # shared with the model
 
 
 def tfidf(counts: sp.spmatrix, scale_factor: float = 1e4) -> sp.csr_matrix:
@@ -107,7 +105,7 @@ class LSIModel:
             mean, sd = u.mean(axis=0), u.std(axis=0)
             sd = np.where(sd > 0, sd, 1.0)
             depth = np.log1p(np.asarray(x.sum(axis=1)).ravel())
-            corr = [_corr((u[:, j] - mean[j]) / sd[j], depth) for j in range(u.shape[1])]
+            corr = [depth_correlation((u[:, j] - mean[j]) / sd[j], depth) for j in range(u.shape[1])]
             self.parts_[m] = {"idf": idf, "svd": svd, "mean": mean, "sd": sd, "depth_correlation": corr,
                               "dropped_first": bool(abs(corr[0]) > DEPTH_CORRELATION_CUTOFF)}
         return self
@@ -143,12 +141,6 @@ def _tfidf_with(x: sp.csr_matrix, idf: np.ndarray, scale_factor: float = 1e4) ->
     t = sp.csr_matrix(sp.diags(inv_depth) @ x @ sp.diags(idf * scale_factor))
     t.data = np.log1p(t.data)
     return t
-
-
-def _corr(a: np.ndarray, b: np.ndarray) -> float:
-    if a.std() == 0 or b.std() == 0:
-        return 0.0
-    return float(np.corrcoef(a, b)[0, 1])
 
 
 def lsi_embedding(

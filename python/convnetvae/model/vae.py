@@ -152,6 +152,36 @@ class VAE(nn.Module):
             prof = np.log((tot + 0.5) / (tot + 0.5).sum(axis=1, keepdims=True))
             self.bin_offset.copy_(torch.as_tensor(prof - prof.mean(axis=1, keepdims=True)))
 
+    @torch.no_grad()
+    def start_loadings(self, directions: np.ndarray, scale: float, shrink: float = 1.0) -> None:
+        """Start the free loadings at an LSI of the encoder's input
+        (:func:`~convnetvae.model.lsi_start.lsi_directions`).
+
+        Parameters
+        ----------
+        directions
+            (modalities x bins) x latent, orthonormal columns ``V``.
+        scale
+            Typical spread ``s`` of the cells' projections ``h V``.
+        shrink
+            ``c``: the encoder loadings' term of the latent mean becomes ``h V / (c s)`` (the
+            LSI embedding at 1 / c of unit scale), the bin loadings ``V c s`` (so that decoding
+            that mean adds back the input's projection ``h V V^T``); either part is skipped
+            when the module has none.
+        """
+        v = torch.as_tensor(np.asarray(directions), dtype=torch.float32)
+        want = (self.config.n_modalities * self.n_bins, self.config.n_latent)
+        if tuple(v.shape) != want:
+            raise ConvNetVAEError(f"directions must be {want[0]} x {want[1]} (modalities x "
+                                  f"bins, latent), got {tuple(v.shape)}")
+        for name, value in (("scale", scale), ("shrink", shrink)):
+            if not np.isfinite(value) or value <= 0:
+                raise ConvNetVAEError(f"{name} must be a positive number, got {value}")
+        if self.encoder_loading is not None:
+            self.encoder_loading.copy_(v / (shrink * scale * self.encoder_loading_scale))
+        if self.bin_loading is not None:
+            self.bin_loading.copy_(v * (shrink * scale))
+
     # ----------------------------------------------------------------------- helpers
     def batch_onehot(self, batch: torch.Tensor) -> torch.Tensor | None:
         if self.config.n_batches <= 1:
