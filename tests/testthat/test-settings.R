@@ -39,7 +39,7 @@ test_that(".check_setting applies the schema's types, bounds and choices", {
   expect_identical(chk(4, "time.budget", "train"), 4)
   expect_error(chk(0, "time.budget", "train"), "`time.budget` must be a number > 0")
   expect_identical(chk("zero", "loadings.start", "model"), "zero")
-  expect_error(chk("pca", "loadings.start", "model"), "one of 'auto', 'lsi', 'zero'")
+  expect_error(chk("pca", "loadings.start", "model"), "one of 'zero', 'lsi', 'auto'")
 })
 
 test_that("arguments passed through ... are renamed and checked", {
