@@ -127,8 +127,8 @@ class ConvNetVAE:
         cells' LSI embedding (at a third of the prior's scale; with several batches, of the
         input less each batch's mean) and the decoder's loadings at the same directions, so the
         few hundred optimiser steps of the time budget refine an LSI instead of first finding
-        one: on the sparse real sets it scores higher (Buenrostro 0.43 -> 0.47, Schep 0.85 ->
-        0.88, Paired-Tag 0.485 -> 0.50), on Satpathy's dense 1-Mb bins lower (0.79 -> 0.73,
+        one: on the sparse real sets it scores higher (Buenrostro 0.43 -> 0.46, Schep 0.85 ->
+        0.89, Paired-Tag 0.485 -> 0.51), on Satpathy's dense 1-Mb bins lower (0.80 -> 0.74,
         hence auto), and a query mapped onto such a reference mixes far less with it
         (:mod:`convnetvae.model.lsi_start`; docs/benchmarks.md, "An LSI start for the
         loadings"). No effect when both kinds of loadings are off.

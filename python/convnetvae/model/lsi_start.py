@@ -1,4 +1,5 @@
-"""The LSI start of the free loadings (``ConvNetVAE(loadings_start="lsi")``, the default).
+"""The LSI start of the free loadings (``ConvNetVAE(loadings_start="lsi")`` or ``"auto"``;
+the default ``"zero"`` starts them at zero).
 
 The free encoder loadings are a linear map from the encoder's input (TF-IDF by default) to the
 latent mean, and the free bin loadings a linear map from the latent space to the decoder's
@@ -6,12 +7,13 @@ log-rates: the two halves of an LSI. Started at zero, a run of a few hundred opt
 (what the time budget gives small data) spends many of them finding directions that a
 truncated SVD of the same input gives in a second. :func:`lsi_directions` computes them: the
 top right singular vectors ``V`` of the encoder's input (cells x (modalities x bins), the
-modalities side by side), the first dropped when it tracks sequencing depth (Signac's
-convention), and the typical scale ``s`` of the projections. :meth:`VAE.start_loadings
-<convnetvae.model.vae.VAE.start_loadings>` sets the encoder loadings so that the linear part of
-the latent mean starts at ``h V / s`` (the LSI embedding at unit scale) and the bin loadings to
-``V s``. Training then moves both, as before; nothing else changes (docs/benchmarks.md, "An LSI
-start for the loadings").
+modalities side by side; with several batches, less each batch's mean), the first dropped when
+it tracks sequencing depth (Signac's convention), and the typical scale ``s`` of the
+projections. :meth:`VAE.start_loadings <convnetvae.model.vae.VAE.start_loadings>` sets the
+encoder loadings so that the linear part of the latent mean starts at ``h V / (c s)`` (the LSI
+embedding at 1 / c of unit scale, c = :data:`SHRINK`) and the bin loadings to ``c V s``.
+Training then moves both, as before; nothing else changes (docs/benchmarks.md, "An LSI start
+for the loadings").
 """
 
 from __future__ import annotations
@@ -153,8 +155,9 @@ def lsi_directions(h: sp.spmatrix, depth: np.ndarray, n_latent: int, seed: int,
         return out, 1.0
     from scipy.sparse.linalg import svds
 
-    # ARPACK (exact, and on these shapes faster than scikit-learn's randomized SVD, which would
-    # also cost its import: 1.5-1.9 s against 2.7-3.7 s + 1.3 s on Buenrostro and Paired-Tag)
+    # ARPACK: exact, and on these shapes faster than scikit-learn's randomized SVD, which would
+    # also cost its import (side by side on a loaded machine, Buenrostro and Paired-Tag:
+    # 1.5-1.9 s against 2.7-3.7 s + 1.3 s)
     h = sp.csr_matrix(h, dtype=np.float64)
     several = batch is not None and len(np.unique(batch)) > 1
     u, s, vt = svds(_batch_centred(h, batch) if several else h, k=k, random_state=seed)
