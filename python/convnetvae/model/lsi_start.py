@@ -113,12 +113,15 @@ def _batch_centred(h: sp.csr_matrix, batch: np.ndarray):
     means = sp.diags(1.0 / np.asarray(onehot.sum(axis=0)).ravel()) @ (onehot.T @ h)
     means = np.asarray(means.todense())  # batches x features
     ht = h.T.tocsr()
-    return LinearOperator(
-        h.shape, dtype=np.float64,
-        matvec=lambda v: h @ v - onehot @ (means @ v),
-        rmatvec=lambda u: ht @ u - means.T @ (onehot.T @ u),
-        matmat=lambda v: h @ v - onehot @ (means @ v),
-        rmatmat=lambda u: ht @ u - means.T @ (onehot.T @ u))
+
+    def forward(v: np.ndarray) -> np.ndarray:  # vectors and blocks of vectors alike
+        return h @ v - onehot @ (means @ v)
+
+    def adjoint(u: np.ndarray) -> np.ndarray:
+        return ht @ u - means.T @ (onehot.T @ u)
+
+    return LinearOperator(h.shape, dtype=np.float64, matvec=forward, rmatvec=adjoint,
+                          matmat=forward, rmatmat=adjoint)
 
 
 def lsi_directions(h: sp.spmatrix, depth: np.ndarray, n_latent: int, seed: int,
