@@ -107,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
                    help='JSON of ConvNetVAE arguments, e.g. \'{"loadings_start": "auto"}\'')
     p.add_argument("--train-kwargs", default="{}",
                    help='JSON of train() arguments, e.g. \'{"max_epochs": 5}\'')
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "heldout_gap.json"))
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "heldout_gap"
+                                          / "default_s0.json"))
     args = p.parse_args(argv)
     kwargs = {}
     for flag, text in (("--model-kwargs", args.model_kwargs), ("--train-kwargs", args.train_kwargs)):
