@@ -94,6 +94,15 @@ def test_allowed_new_lr_is_applied_and_recorded(ckpt):
     assert m.train_config["lr"] == 1e-2
 
 
+def test_allowed_new_weight_decay_spares_the_batch_offsets(ckpt):
+    d, adata = ckpt
+    m = _model(adata)
+    m.train(max_epochs=3, checkpoint_dir=d, resume=True, resume_allow_changes=True,
+            **{**FAST, "weight_decay": 0.1})
+    assert [g["weight_decay"] for g in m.trainer_.optimizer.param_groups] == [0.1, 0.0]
+    assert m.train_config["resumed_with_changes"]["weight_decay"]["applied"]
+
+
 def test_saved_split_is_read_back(ckpt):
     d, adata = ckpt
     meta = json.loads((d / "ckpt-000002.json").read_text())
