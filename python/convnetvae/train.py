@@ -307,8 +307,6 @@ class Trainer:
             if not cfg.checkpoint_dir:
                 raise ConvNetVAEError("resume=True needs checkpoint_dir=")
             load_checkpoint(self, cfg.checkpoint_dir)
-            # a checkpoint of a version that decayed the batch offsets too
-            set_weight_decay(self.optimizer, cfg.weight_decay)
         good = self._snapshot()
         n_epochs = self.plan.epochs
         bar = tqdm(total=n_epochs, initial=self.start_epoch, disable=not cfg.progress,
