@@ -157,7 +157,7 @@
       name = "weight_decay", type = "double", optional = FALSE, default = 0.0,
       min = 0.0, max = NA, min_open = FALSE, max_open = FALSE,
       choices = NULL, formal = FALSE,
-      doc = "Adam weight decay (L2) of every weight but the per-batch and per-bin offsets."
+      doc = "Adam weight decay (L2) of every weight but the per-batch offsets."
     ),
     `device` = list(
       name = "device", type = "character", optional = FALSE, default = "auto",
@@ -259,7 +259,7 @@
 #'   \item{\code{min.delta = 0}}{Smallest decrease of the validation loss that counts as an improvement.}
 #'   \item{\code{kl.warmup.epochs = NULL}}{Linearly increase the KL weight over this many epochs (0 = off, as the paper); None: over the first half of a one-cycle run, off with the constant schedule.}
 #'   \item{\code{grad.clip = 100}}{Clip the gradient norm to this value (None = off).}
-#'   \item{\code{weight.decay = 0}}{Adam weight decay (L2) of every weight but the per-batch and per-bin offsets.}
+#'   \item{\code{weight.decay = 0}}{Adam weight decay (L2) of every weight but the per-batch offsets.}
 #'   \item{\code{mixed.precision = FALSE}}{bfloat16 autocast of the forward pass (meant for GPUs; weights stay float32).}
 #'   \item{\code{checkpoint.dir = NULL}}{Directory for resumable checkpoints (None = none).}
 #'   \item{\code{checkpoint.every = 1}}{Write a checkpoint every this many epochs.}

@@ -176,7 +176,7 @@ class TrainSettings:
     grad_clip: float | None = setting(
         100.0, "Clip the gradient norm to this value (None = off).", min=0.0, min_open=True)
     weight_decay: float = setting(
-        0.0, "Adam weight decay (L2) of every weight but the per-batch and per-bin offsets.", min=0.0)
+        0.0, "Adam weight decay (L2) of every weight but the per-batch offsets.", min=0.0)
     seed: int | None = setting(
         None, "Seed of the split, shuffling and sampling (None: the model's seed).", min=0,
         r=False, cli=False)

@@ -307,6 +307,8 @@ class Trainer:
             if not cfg.checkpoint_dir:
                 raise ConvNetVAEError("resume=True needs checkpoint_dir=")
             load_checkpoint(self, cfg.checkpoint_dir)
+            # a checkpoint of a version that decayed the batch offsets too
+            set_weight_decay(self.optimizer, cfg.weight_decay)
         good = self._snapshot()
         n_epochs = self.plan.epochs
         bar = tqdm(total=n_epochs, initial=self.start_epoch, disable=not cfg.progress,
@@ -393,27 +395,21 @@ def adam_implementation(module: torch.nn.Module) -> dict[str, bool]:
 
 def parameter_groups(module: torch.nn.Module, lr: float, weight_decay: float = 0.0
                      ) -> list[dict]:
-    """Adam parameter groups: every weight but the offsets; the batch offsets (if any), which
-    learn faster; the bin offsets (if any). Only the first group is decayed
-    (:func:`set_weight_decay`)."""
-    named = list(module.named_parameters())
-    batch = [p for n, p in named if n.endswith("batch_offset")]
-    bins = [p for n, p in named if n.endswith("bin_offset")]
-    rest = [p for n, p in named if not n.endswith(("batch_offset", "bin_offset"))]
+    """Adam parameter groups: every weight but the batch offsets, then the batch offsets (if
+    any), which learn faster and are never decayed (:func:`set_weight_decay`)."""
+    offsets = [p for n, p in module.named_parameters() if n.endswith("batch_offset")]
+    rest = [p for n, p in module.named_parameters() if not n.endswith("batch_offset")]
     groups = [{"params": rest, "lr": lr, "weight_decay": weight_decay}]
-    if batch:
-        groups.append({"params": batch, "lr": lr * BATCH_OFFSET_LR_SCALE, "weight_decay": 0.0})
-    if bins:
-        groups.append({"params": bins, "lr": lr, "weight_decay": 0.0})
+    if offsets:
+        groups.append({"params": offsets, "lr": lr * BATCH_OFFSET_LR_SCALE, "weight_decay": 0.0})
     return groups
 
 
 def set_weight_decay(optimizer: torch.optim.Optimizer, weight_decay: float) -> None:
     """Set the weight decay of the groups of :func:`parameter_groups`: ``weight_decay`` for the
-    first, 0 for the offsets. Decaying the per-batch offsets towards zero undoes the batch
-    correction they carry (with Adam's weight decay 0.1 on every weight, the two batches of the
-    query test's reference stopped mixing, 0.60 -> 0.003), and decaying the bin offsets (started
-    at the data's mean profile) cost Satpathy and Zeller ARI (docs/benchmarks.md)."""
+    first, 0 for the batch offsets. Decaying the per-batch offsets towards zero would undo the
+    batch correction they carry (measured: with Adam's weight decay 0.1 on every weight, the two
+    batches of the query test's reference stopped mixing, 0.60 -> 0.003; docs/benchmarks.md)."""
     for i, group in enumerate(optimizer.param_groups):
         group["weight_decay"] = weight_decay if i == 0 else 0.0
 
@@ -560,12 +556,6 @@ def load_checkpoint(trainer: Trainer, directory: str | os.PathLike) -> bool:
     if mine != {k: tuple(v.shape) for k, v in model_state.items()}:  # before changing anything
         raise ConvNetVAEError(f"checkpoint in {d} does not match this model (other layers or "
                               "shapes: another architecture or data shape)")
-    sizes = [len(g["params"]) for g in meta["optimizer"]["param_groups"]]
-    if sizes != [len(g["params"]) for g in trainer.optimizer.param_groups]:
-        raise ConvNetVAEError(
-            f"checkpoint in {d} was written by an older convnetvae whose optimiser grouped the "
-            "weights differently (the bin offsets are no longer weight-decayed): train again "
-            "without resume, or resume with the version that wrote it")
     changes = check_same_run(trainer, meta, d)
     try:
         trainer.module.load_state_dict(model_state)
