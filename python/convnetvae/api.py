@@ -344,8 +344,8 @@ class ConvNetVAE:
         grad_clip
             Clip the gradient norm to this value (None = off).
         weight_decay
-            Adam weight decay (L2) of every weight but the per-batch offsets, which carry the
-            batch correction.
+            Adam weight decay (L2) of every weight but the per-batch offsets. The batch
+            offsets carry the batch correction; decaying them would undo it.
         seed
             Seed of the split, shuffling and sampling (None: the model's seed).
         device
