@@ -300,15 +300,15 @@ class Trainer:
     def _fit(self) -> list[dict]:
         cfg = self.config
         lr = self.plan.lr
-        self.optimizer = torch.optim.Adam(parameter_groups(self.module, lr, cfg.weight_decay),
-                                          lr=lr, **adam_implementation(self.module))
+        self.optimizer = torch.optim.Adam(parameter_groups(self.module, lr), lr=lr,
+                                          **adam_implementation(self.module))
         self._base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         if cfg.resume:
             if not cfg.checkpoint_dir:
                 raise ConvNetVAEError("resume=True needs checkpoint_dir=")
             load_checkpoint(self, cfg.checkpoint_dir)
-            # a checkpoint of a version that decayed the batch offsets too
-            set_weight_decay(self.optimizer, cfg.weight_decay)
+        # after a resume too: a new value, or a checkpoint of a version that decayed the offsets
+        set_weight_decay(self.optimizer, cfg.weight_decay)
         good = self._snapshot()
         n_epochs = self.plan.epochs
         bar = tqdm(total=n_epochs, initial=self.start_epoch, disable=not cfg.progress,
@@ -393,15 +393,14 @@ def adam_implementation(module: torch.nn.Module) -> dict[str, bool]:
     return {"fused": True} if floating and devices <= {"cpu", "cuda"} else {"foreach": True}
 
 
-def parameter_groups(module: torch.nn.Module, lr: float, weight_decay: float = 0.0
-                     ) -> list[dict]:
+def parameter_groups(module: torch.nn.Module, lr: float) -> list[dict]:
     """Adam parameter groups: every weight but the batch offsets, then the batch offsets (if
     any), which learn faster and are never decayed (:func:`set_weight_decay`)."""
     offsets = [p for n, p in module.named_parameters() if n.endswith("batch_offset")]
     rest = [p for n, p in module.named_parameters() if not n.endswith("batch_offset")]
-    groups = [{"params": rest, "lr": lr, "weight_decay": weight_decay}]
+    groups = [{"params": rest, "lr": lr}]
     if offsets:
-        groups.append({"params": offsets, "lr": lr * BATCH_OFFSET_LR_SCALE, "weight_decay": 0.0})
+        groups.append({"params": offsets, "lr": lr * BATCH_OFFSET_LR_SCALE})
     return groups
 
 
@@ -687,11 +686,10 @@ def _use_split(trainer: Trainer, meta: dict, d: Path) -> None:
 
 
 def _apply_changes(trainer: Trainer, changes: dict[str, dict]) -> None:
-    """Apply an allowed new weight decay to the restored optimiser (a new learning rate is
-    already the plan's: every step sets it from the schedule)."""
+    """Record the allowed changes of a resumed run (a new learning rate is already the plan's:
+    every step sets it from the schedule; a new weight decay is set on the restored optimiser
+    by ``Trainer._fit``, as for every run)."""
     trainer.resume_changes = changes
-    if "weight_decay" in changes:
-        set_weight_decay(trainer.optimizer, trainer.config.weight_decay)
 
 
 # ---------------------------------------------------------------------- one trainer per directory

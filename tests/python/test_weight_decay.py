@@ -15,9 +15,16 @@ def _model() -> cv.ConvNetVAE:
     return cv.ConvNetVAE(adata, architecture="conv-k11s11", n_hidden=16, n_latent=4, seed=0)
 
 
+def _adam(module: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Adam:
+    """The optimiser as ``Trainer`` builds it."""
+    opt = torch.optim.Adam(parameter_groups(module, lr), lr=lr)
+    set_weight_decay(opt, weight_decay)
+    return opt
+
+
 def test_groups_decay_everything_but_the_batch_offsets():
     module = _model().module
-    groups = parameter_groups(module, 1e-3, weight_decay=0.5)
+    groups = _adam(module, 1e-3, weight_decay=0.5).param_groups
     assert [g["weight_decay"] for g in groups] == [0.5, 0.0]
     assert groups[1]["params"] == [module.batch_offset]
     names = {id(p): n for n, p in module.named_parameters()}
@@ -31,7 +38,7 @@ def test_a_step_without_gradient_moves_decayed_weights_and_leaves_the_offsets():
     with torch.no_grad():
         module.batch_offset.fill_(0.5)
     before = {n: p.detach().clone() for n, p in module.named_parameters()}
-    opt = torch.optim.Adam(parameter_groups(module, 1e-2, weight_decay=1.0), lr=1e-2)
+    opt = _adam(module, 1e-2, weight_decay=1.0)
     for p in module.parameters():
         p.grad = torch.zeros_like(p)
     opt.step()
