@@ -17,7 +17,7 @@ buenrostro2018     Buenrostro 2018 BM0828 scATAC, 533 cells       500 bp peaks -
 satpathy2019       Satpathy 2019 BCC scATAC, 309 cells            1 Mb bins               cluster / -
 zeller2023         Zeller 2023 sortChIC H3K4me3, 200 cells        50 kb bins (top bins)   cell_type (FACS) / -
 pairedtag          Paired-Tag H3K27ac mouse brain, 2000 cells     5000 ~200 kb windows    Annotation / Rep
-chromscape         ChromSCape scChIP H3K4me3 Jurkat/Ramos, 106    5 kb bins               sample_id (line) / -
+chromscape         ChromSCape H3K4me3 Jurkat/Ramos, 106 cells     5 kb bins               sample_id (line) / -
 chromvar_example   chromVAR example scATAC GM12878/H1, 50 cells   500 bp peaks -> 10 kb   Cell_Type (line) / -
 =================  ============================================  ======================  ======================
 
