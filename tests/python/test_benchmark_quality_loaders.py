@@ -31,17 +31,18 @@ def test_small_labelled_sets_load_in_genome_order(name, folder, n_cells, modalit
     assert np.issubdtype(x.dtype, np.integer)
     keys = [(natural_chrom_key(c), s) for c, s in zip(a.var["chrom"], a.var["start"])]
     assert keys == sorted(keys)
-    assert (np.asarray(x.sum(axis=1)).ravel() > 0).all() and a.obs_names.is_unique
+    counts = np.asarray(x.sum(axis=1)).ravel()
+    assert (counts > 0).all() and a.obs_names.is_unique
     # each cell's label is its own (the cell names carry the line), and the matrix's cells are
     # the metadata's rows in order: their counts match the metadata's own depth column
     line = {"scChIP_Jurkat_K4me3": "Jurkat", "scChIP_Ramos_K4me3": "Ramos", "GM": "GM12878",
             "H1": "H1"}
     assert all(line[lab] in cell for cell, lab in zip(a.obs_names, a.obs[labels_key].astype(str)))
-    counts = np.asarray(x.sum(axis=1)).ravel()
     if name == "chromscape":  # all 5,499 bins kept: the totals are the metadata's exactly
         np.testing.assert_array_equal(counts, a.obs["total_counts"].astype(float).to_numpy())
     else:  # reads in peaks against all fragments
         assert np.corrcoef(counts, a.obs["depth"].astype(float).to_numpy())[0, 1] > 0.9
+
 
 def test_unknown_dataset_names_the_known_ones():
     with pytest.raises(SystemExit, match="chromvar_example"):
