@@ -3,7 +3,9 @@
 Issue 14's target is LSI (Signac: TF-IDF, 30 SVD components, each standardised, the first
 dropped when it tracks depth) + 0.05 in best Louvain ARI. This script measures what the LSI
 family itself reaches on the same cells and bins: 10 / 20 / 30 / 50 components, standardised
-(Signac's default) or not, and LSI of binarised counts; where a dataset ships a published
+(Signac's default) or not, LSI of binarised counts, unscaled LSI coordinates (not centred) with
+each cell's row L2-normalised (cosine geometry), and PCA of log-normalised counts (scanpy's
+``normalize_total`` + ``log1p`` + ``pca``, 30 components); where a dataset ships a published
 clustering of its own (Paired-Tag: IDclust's ``IDcluster``), that partition's ARI against the
 labels as well (one partition, not a resolution sweep). Not part of the test suite; the real
 sets need ../shared/data. Writes one JSON file.
@@ -48,13 +50,48 @@ def binarised(adata: ad.AnnData, modalities: list[str]) -> ad.AnnData:
     return out
 
 
+def lsi_cosine(adata: ad.AnnData, modalities: list[str], n_components: int = 30) -> np.ndarray:
+    """Unscaled LSI coordinates *not* centred (``U S``, the first component dropped where
+    :class:`LSIModel` drops it), each cell's row of every modality's block scaled to unit length:
+    the cosine geometry of the LSI coordinates (rows of zeros stay zero)."""
+    model = LSIModel(modalities, n_components=n_components, scale=False).fit(adata)
+    z = model.transform(adata)  # per block (U S - mean) / sd of its first kept component
+    out, at = [], 0
+    for m in modalities:
+        p = model.parts_[m]
+        first = 1 if p["dropped_first"] else 0
+        width = min(n_components, p["mean"].size - first)
+        b = z[:, at:at + width] + p["mean"][first:first + width] / p["sd"][first]
+        at += width
+        norm = np.linalg.norm(b, axis=1, keepdims=True)
+        out.append(np.divide(b, norm, out=np.zeros_like(b), where=norm > 0))
+    return np.concatenate(out, axis=1)
+
+
+def lognorm_pca(adata: ad.AnnData, modalities: list[str], n_components: int = 30) -> np.ndarray:
+    """Per modality: counts scaled to 10,000 per cell, ``log1p``, PCA (scanpy, centred), the
+    modalities' components side by side."""
+    import scanpy as sc
+
+    out = []
+    for m in modalities:
+        b = ad.AnnData(sp.csr_matrix(adata.layers[m], dtype=np.float32))
+        sc.pp.normalize_total(b, target_sum=1e4)
+        sc.pp.log1p(b)
+        n = min(n_components, b.n_obs - 1, b.n_vars - 1)
+        sc.pp.pca(b, n_comps=n, random_state=0)
+        out.append(b.obsm["X_pca"])
+    return np.concatenate(out, axis=1)
+
+
 def lsi_variants(adata: ad.AnnData, modalities: list[str], labels: np.ndarray,
                  components: tuple[int, ...] = (10, 20, 30, 50),
                  published: tuple[str, ...] = ()) -> dict[str, float]:
     """Best ARI (Louvain sweep, k = 20) of each LSI variant, and of published partitions.
 
     Keys: ``lsi<n>`` (standardised components, Signac's default; ``lsi30`` is the issue's
-    baseline), ``lsi<n>-unscaled``, ``lsi30-binarised``, and ``published:<column>``.
+    baseline), ``lsi<n>-unscaled``, ``lsi30-binarised``, ``lsi30-cosine`` (:func:`lsi_cosine`),
+    ``pca30-lognorm`` (:func:`lognorm_pca`) and ``published:<column>``.
     """
     out: dict[str, float] = {}
     for n in components:
@@ -64,6 +101,8 @@ def lsi_variants(adata: ad.AnnData, modalities: list[str], labels: np.ndarray,
     b = binarised(adata, modalities)
     out["lsi30-binarised"] = _best_ari(LSIModel(modalities, n_components=30).fit(b).transform(b),
                                        labels)
+    out["lsi30-cosine"] = _best_ari(lsi_cosine(adata, modalities), labels)
+    out["pca30-lognorm"] = _best_ari(lognorm_pca(adata, modalities), labels)
     for col in published:
         if col not in adata.obs.columns:
             raise ValueError(f"published partition {col!r} is not a column of adata.obs "

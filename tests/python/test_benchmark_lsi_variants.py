@@ -31,11 +31,48 @@ def test_every_variant_is_scored_and_published_partitions_are_compared_as_given(
     out = bench.lsi_variants(a, ["ATAC"], labels, components=(10, 30),
                              published=("published", "shuffled"))
     assert set(out) == {"lsi10", "lsi10-unscaled", "lsi30", "lsi30-unscaled", "lsi30-binarised",
-                        "published:published", "published:shuffled"}
+                        "lsi30-cosine", "pca30-lognorm", "published:published",
+                        "published:shuffled"}
     assert out["published:published"] == 1.0
     assert abs(out["published:shuffled"]) < 0.1
     # the simulated types are well separated: LSI finds them
     assert out["lsi30"] > 0.8
+    assert out["lsi30-cosine"] > 0.8 and out["pca30-lognorm"] > 0.8
+
+
+def test_lsi_cosine_is_the_uncentred_projection_scaled_to_unit_rows(bench):
+    a = cv.simulate(n_cells=120, n_bins=300, modalities=("ATAC", "H3K27ac"), n_types=3,
+                    n_batches=1, library_size=1500, seed=1)
+    mods = ["ATAC", "H3K27ac"]
+    z = bench.lsi_cosine(a, mods, n_components=5)
+    assert z.shape == (120, 10)
+    np.testing.assert_allclose(np.linalg.norm(z[:, :5], axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(z[:, 5:], axis=1), 1.0, rtol=1e-6)
+    # the oracle: TF-IDF by hand (log1p(x / depth * idf * 1e4)), projected on the fitted SVD
+    # without any centring, the same first component dropped, each row scaled to length 1
+    model = bench.LSIModel(mods, n_components=5, scale=False).fit(a)
+    for k, m in enumerate(mods):
+        x = sp.csr_matrix(a.layers[m], dtype=np.float64).toarray()
+        p = model.parts_[m]
+        t = np.log1p(x / x.sum(1, keepdims=True) * p["idf"] * 1e4)
+        u = t @ p["svd"].components_.T
+        first = 1 if p["dropped_first"] else 0
+        want = u[:, first:first + 5]
+        want = want / np.linalg.norm(want, axis=1, keepdims=True)
+        np.testing.assert_allclose(z[:, 5 * k:5 * (k + 1)], want, atol=1e-6)
+
+
+def test_lognorm_pca_gives_components_per_modality_and_leaves_the_counts_alone(bench):
+    a = cv.simulate(n_cells=120, n_bins=300, modalities=("ATAC", "H3K27ac"), n_types=3,
+                    n_batches=1, library_size=1500, seed=1)
+    before = {m: sp.csr_matrix(a.layers[m]).copy() for m in ("ATAC", "H3K27ac")}
+    z = bench.lognorm_pca(a, ["ATAC", "H3K27ac"], n_components=5)
+    assert z.shape == (120, 10)
+    # centred PCA: every component has mean zero and the first varies most in its block
+    np.testing.assert_allclose(z.mean(axis=0), 0.0, atol=1e-4)
+    assert z[:, 0].var() >= z[:, 4].var() and z[:, 5].var() >= z[:, 9].var()
+    for m, x in before.items():
+        assert (sp.csr_matrix(a.layers[m]) != x).nnz == 0
 
 
 def test_binarised_copy_has_ones_where_counts_were_positive(bench):
