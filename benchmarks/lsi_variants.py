@@ -75,7 +75,8 @@ def lognorm_pca(adata: ad.AnnData, modalities: list[str], n_components: int = 30
 
     out = []
     for m in modalities:
-        b = ad.AnnData(sp.csr_matrix(adata.layers[m], dtype=np.float32))
+        # a copy: AnnData shares a float32 layer's arrays, and scanpy may normalise in place
+        b = ad.AnnData(sp.csr_matrix(adata.layers[m], dtype=np.float32, copy=True))
         sc.pp.normalize_total(b, target_sum=1e4)
         sc.pp.log1p(b)
         n = min(n_components, b.n_obs - 1, b.n_vars - 1)
