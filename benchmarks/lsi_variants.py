@@ -50,17 +50,20 @@ def binarised(adata: ad.AnnData, modalities: list[str]) -> ad.AnnData:
     return out
 
 
-def lsi_cosine(adata: ad.AnnData, modalities: list[str], n_components: int = 30) -> np.ndarray:
-    """Unscaled LSI coordinates *not* centred (``U S``, the first component dropped where
-    :class:`LSIModel` drops it), each cell's row of every modality's block scaled to unit length:
-    the cosine geometry of the LSI coordinates (rows of zeros stay zero)."""
-    model = LSIModel(modalities, n_components=n_components, scale=False).fit(adata)
+def lsi_cosine(model: LSIModel, adata: ad.AnnData) -> np.ndarray:
+    """The cells of ``adata`` in a fitted *unscaled* ``model``'s LSI coordinates, not centred
+    (``U S``, the first component dropped where the model drops it), each cell's row of every
+    modality's block scaled to unit length: the cosine geometry of the LSI coordinates (rows of
+    zeros stay zero)."""
+    if model.scale:
+        raise ValueError("lsi_cosine needs an LSIModel fitted with scale=False (standardised "
+                         "components have lost the singular values the cosine is taken over)")
     z = model.transform(adata)  # per block (U S - mean) / sd of its first kept component
     out, at = [], 0
-    for m in modalities:
+    for m in model.modalities:
         p = model.parts_[m]
         first = 1 if p["dropped_first"] else 0
-        width = min(n_components, p["mean"].size - first)
+        width = min(model.n_components, p["mean"].size - first)
         b = z[:, at:at + width] + p["mean"][first:first + width] / p["sd"][first]
         at += width
         norm = np.linalg.norm(b, axis=1, keepdims=True)
@@ -95,14 +98,19 @@ def lsi_variants(adata: ad.AnnData, modalities: list[str], labels: np.ndarray,
     ``pca30-lognorm`` (:func:`lognorm_pca`) and ``published:<column>``.
     """
     out: dict[str, float] = {}
+    unscaled30 = None  # reused for the cosine variant: one SVD, not two
     for n in components:
         for scale, suffix in ((True, ""), (False, "-unscaled")):
-            z = LSIModel(modalities, n_components=n, scale=scale).fit(adata).transform(adata)
-            out[f"lsi{n}{suffix}"] = _best_ari(z, labels)
+            model = LSIModel(modalities, n_components=n, scale=scale).fit(adata)
+            if n == 30 and not scale:
+                unscaled30 = model
+            out[f"lsi{n}{suffix}"] = _best_ari(model.transform(adata), labels)
     b = binarised(adata, modalities)
     out["lsi30-binarised"] = _best_ari(LSIModel(modalities, n_components=30).fit(b).transform(b),
                                        labels)
-    out["lsi30-cosine"] = _best_ari(lsi_cosine(adata, modalities), labels)
+    if unscaled30 is None:
+        unscaled30 = LSIModel(modalities, n_components=30, scale=False).fit(adata)
+    out["lsi30-cosine"] = _best_ari(lsi_cosine(unscaled30, adata), labels)
     out["pca30-lognorm"] = _best_ari(lognorm_pca(adata, modalities), labels)
     for col in published:
         if col not in adata.obs.columns:

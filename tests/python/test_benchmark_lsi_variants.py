@@ -44,13 +44,13 @@ def test_lsi_cosine_is_the_uncentred_projection_scaled_to_unit_rows(bench):
     a = cv.simulate(n_cells=120, n_bins=300, modalities=("ATAC", "H3K27ac"), n_types=3,
                     n_batches=1, library_size=1500, seed=1)
     mods = ["ATAC", "H3K27ac"]
-    z = bench.lsi_cosine(a, mods, n_components=5)
+    model = bench.LSIModel(mods, n_components=5, scale=False).fit(a)
+    z = bench.lsi_cosine(model, a)
     assert z.shape == (120, 10)
     np.testing.assert_allclose(np.linalg.norm(z[:, :5], axis=1), 1.0, rtol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(z[:, 5:], axis=1), 1.0, rtol=1e-6)
     # the oracle: TF-IDF by hand (log1p(x / depth * idf * 1e4)), projected on the fitted SVD
     # without any centring, the same first component dropped, each row scaled to length 1
-    model = bench.LSIModel(mods, n_components=5, scale=False).fit(a)
     for k, m in enumerate(mods):
         x = sp.csr_matrix(a.layers[m], dtype=np.float64).toarray()
         p = model.parts_[m]
@@ -60,6 +60,8 @@ def test_lsi_cosine_is_the_uncentred_projection_scaled_to_unit_rows(bench):
         want = u[:, first:first + 5]
         want = want / np.linalg.norm(want, axis=1, keepdims=True)
         np.testing.assert_allclose(z[:, 5 * k:5 * (k + 1)], want, atol=1e-6)
+    with pytest.raises(ValueError, match="scale=False"):
+        bench.lsi_cosine(bench.LSIModel(mods, n_components=5).fit(a), a)
 
 
 def test_lognorm_pca_gives_components_per_modality_and_leaves_the_counts_alone(bench):
