@@ -58,6 +58,21 @@ def _data_statistics(adata: ad.AnnData, modalities: Sequence[str],
             np.array([library_scale(rows) for rows, _ in sums]))
 
 
+#: ``tie_loadings=None`` ties the loadings when at most this fraction of the counts is non-zero
+#: (the LSI start's rule for sparse data: peaks and fine bins, not dense 1-Mb tiles)
+TIE_MAX_NONZERO = 0.5
+
+
+def _sparse_counts(adata: ad.AnnData, modalities: Sequence[str],
+                   mask: np.ndarray | None = None) -> bool:
+    """Whether at most :data:`TIE_MAX_NONZERO` of the counts of the observed modalities are
+    non-zero (what ``tie_loadings=None`` ties on)."""
+    nz = [contract.nonzero_entries(adata, m, None if mask is None else mask[:, j])
+          for j, m in enumerate(modalities)]
+    entries = sum(e for _, e in nz)
+    return entries > 0 and sum(k for k, _ in nz) <= TIE_MAX_NONZERO * entries
+
+
 def _warn_unobserved_cells(adata: ad.AnnData, rows: np.ndarray) -> None:
     """Warn that cells with every modality masked (or empty) were embedded from no signal."""
     if len(rows):
@@ -120,6 +135,19 @@ class ConvNetVAE:
         decoder's, shares its kernel columns across windows; with the free weights and TF-IDF
         input all five real sets scored higher (docs/benchmarks.md, "Free encoder loadings and
         TF-IDF input"; on and off by the same rule as ``bin_loadings``).
+    tie_loadings
+        Tie the encoder's free weights to the decoder's bin loadings (the loadings times a
+        learnt gain per latent dimension, as PCA's encoder is its decoder transposed) instead of
+        a matrix of their own; True: tied, None: tied when both kinds of loadings are on and at
+        most half of the counts are non-zero, as in peak data, False: a matrix of their own.
+        Tied, the encoder's linear term is ``h W g`` with ``W`` the bin loadings and ``g`` the
+        gain; a matrix of its own is a second free weight per bin and dimension, which on
+        sparse data fits the training cells' own noise. On the sparse real sets tying scored
+        higher on all cells and on held-out cells (Buenrostro 0.42 -> 0.48 and 0.42 -> 0.47,
+        Schep 0.85 -> 0.87 and 0.84 -> 0.86), on Satpathy's dense 1-Mb bins lower (hence
+        None's rule); a query of a new batch mapped onto a tied reference mixes less with it
+        (0.19-0.27 of the reference's own mixing, 0.38-0.50 untied), which is why it is not the
+        default (docs/benchmarks.md, "Tied loadings").
     loadings_start
         How the free bin and encoder loadings start: zero, lsi (the directions of a truncated
         SVD of the encoder's input, as in LSI), or auto (lsi when at most half of the input is
@@ -144,7 +172,8 @@ class ConvNetVAE:
                  dropout: float = 0.2, chrom_aware: bool = True, batch_offsets: bool = True,
                  input_transform: str = "tfidf", bin_offsets: bool = True,
                  bin_loadings: bool | None = None, encoder_loadings: bool | None = None,
-                 loadings_start: str = "zero", seed: int = 0) -> None:
+                 tie_loadings: bool | None = False, loadings_start: str = "zero",
+                 seed: int = 0) -> None:
         opts = settings.make(ModelSettings, **_arguments(locals()))
         self.registry = contract.get_registry(adata)
         self.adata = adata
@@ -156,6 +185,17 @@ class ConvNetVAE:
         chrom_lengths = contract.chromosome_lengths(self.bins)
         mods = self.registry["modalities"]
         loadings = auto_bin_loadings(adata.n_vars, len(mods))  # what None stands for, both kinds
+        bin_on = loadings if opts.bin_loadings is None else opts.bin_loadings
+        enc_on = loadings if opts.encoder_loadings is None else opts.encoder_loadings
+        tie = opts.tie_loadings
+        if tie and not (bin_on and enc_on):
+            raise ConvNetVAEError(
+                "tie_loadings=True ties the encoder's weights to the decoder's bin loadings, so "
+                f"it needs both; got bin_loadings={bin_on}, encoder_loadings={enc_on} (this data "
+                f"has {adata.n_vars:,} bins x {len(mods)} modalities; None turns them on up to "
+                "100,000): turn them on or leave tie_loadings=None")
+        if tie is None:
+            tie = bool(bin_on and enc_on) and _sparse_counts(adata, mods, self._mask(adata))
         config = ModuleConfig(
             n_modalities=len(mods), chrom_lengths=chrom_lengths,
             n_batches=max(1, len(self.registry["batch_categories"])),
@@ -165,9 +205,7 @@ class ConvNetVAE:
             use_mask=bool(self.registry.get("has_missing", False)),
             batch_offsets=opts.batch_offsets, input_transform=opts.input_transform,
             bin_offsets=opts.bin_offsets,
-            bin_loadings=loadings if opts.bin_loadings is None else opts.bin_loadings,
-            encoder_loadings=(loadings if opts.encoder_loadings is None
-                              else opts.encoder_loadings))
+            bin_loadings=bin_on, encoder_loadings=enc_on, tie_loadings=tie)
         torch.manual_seed(opts.seed)
         self.module = VAE(config)
         if config.input_transform != "log1p" or config.bin_offsets:

@@ -51,6 +51,8 @@ test_that("arguments passed through ... are renamed and checked", {
   expect_identical(dots(list(batch.size = 256), "embed"), list(batch_size = 256L))
   expect_identical(dots(list(time.budget = 4)), list(time_budget = 4))
   expect_identical(dots(list(loadings.start = "lsi")), list(loadings_start = "lsi"))
+  expect_identical(dots(list(tie.loadings = TRUE)), list(tie_loadings = TRUE))
+  expect_error(dots(list(tie.loadings = "yes")), "`tie.loadings` must be TRUE or FALSE or NULL")
   expect_error(dots(list(patience = 0)), "`patience` must be a whole number >= 1")
   expect_error(dots(list(1)), "must be named")
 })

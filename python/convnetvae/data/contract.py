@@ -161,6 +161,29 @@ def count_sums(adata: ad.AnnData, modality: str, observed: np.ndarray | None = N
     return rows * w, np.asarray(layer.T @ w, dtype=np.float64).ravel()
 
 
+def nonzero_entries(adata: ad.AnnData, modality: str, observed: np.ndarray | None = None
+                    ) -> tuple[int, int]:
+    """(non-zero counts, entries) of one registered count layer over the cells where it is
+    observed (``observed``: boolean per cell, None: all), in memory or on disk (read block by
+    block); stored zeros do not count."""
+    layer = adata.layers[modality]
+    n, g = adata.n_obs, adata.n_vars
+    keep = np.ones(n, dtype=bool) if observed is None else np.asarray(observed, dtype=bool)
+    per_row = np.zeros(n, dtype=np.int64)
+    if is_disk_matrix(layer):
+        for a, indptr, data in iter_csr_chunks(layer):
+            k = len(indptr) - 1
+            rows = np.repeat(np.arange(k), np.diff(indptr))
+            per_row[a:a + k] = np.bincount(rows[np.asarray(data) != 0], minlength=k)
+    elif sp.issparse(layer):
+        x = sp.csr_matrix(layer)
+        rows = np.repeat(np.arange(n), np.diff(x.indptr))
+        per_row = np.bincount(rows[x.data != 0], minlength=n)
+    else:
+        per_row = np.count_nonzero(np.asarray(layer), axis=1)
+    return int(per_row[keep].sum()), int(keep.sum()) * g
+
+
 # ---------------------------------------------------------------------------- the writer
 def build(layers: Mapping[str, Any], var: pd.DataFrame, obs: pd.DataFrame,
           mask: np.ndarray | None = None, uns: Mapping[str, Any] | None = None) -> ad.AnnData:

@@ -5,7 +5,8 @@ with the observed library size l_m; negative binomial optional with one dispersi
 modality. Beyond the paper, f_dec's log-rates may add bin offsets (the data's mean profile), batch
 offsets (per batch and bin) and free bin loadings ``W z`` (one loading per modality, bin and
 latent dimension); the encoder's mean may add free encoder loadings ``h V / sqrt(M G)`` of its
-input ``h``; each is a :class:`ModuleConfig` switch. Modalities a cell lacks (mask
+input ``h``, or, tied, ``h W g`` (the bin loadings times a gain per latent dimension); each is a
+:class:`ModuleConfig` switch. Modalities a cell lacks (mask
 False) are zeroed in the encoder input, passed as a mask to the encoder, and left out of the
 reconstruction term, so they cannot change the loss or the embedding.
 """
@@ -47,6 +48,7 @@ class ModuleConfig:
     bin_offsets: bool = False
     bin_loadings: bool = False
     encoder_loadings: bool = False
+    tie_loadings: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -106,7 +108,20 @@ class VAE(nn.Module):
             self.bin_loading = nn.Parameter(torch.zeros(m * g, config.n_latent))
         else:
             self.register_parameter("bin_loading", None)
-        if config.encoder_loadings:
+        if config.tie_loadings and not (config.encoder_loadings and config.bin_loadings):
+            raise ConvNetVAEError("tie_loadings needs both encoder_loadings and bin_loadings: "
+                                  "the encoder's weights are the decoder's bin loadings")
+        if config.encoder_loadings and config.tie_loadings:
+            # tied: the encoder's linear term is h W g, the decoder's bin loadings W times a
+            # learnt gain g per latent dimension (as PCA's encoder is its decoder transposed);
+            # a free matrix of its own is a second weight per bin and dimension that can fit
+            # the training cells' own noise on sparse data (docs/benchmarks.md, "Tied
+            # loadings"). The gain starts at the free weights' scale 1 / sqrt(M G)
+            self.register_parameter("encoder_loading", None)
+            self.encoder_loading_scale = float(1.0 / np.sqrt(m * g))
+            self.loading_gain = nn.Parameter(
+                torch.full((config.n_latent,), self.encoder_loading_scale))
+        elif config.encoder_loadings:
             # the encoder's counterpart: a free weight per modality, bin and latent dimension
             # from the encoder input straight to the latent mean (a linear encoder beside the
             # convolutional one; the convolution shares its kernel columns across the windows).
@@ -118,6 +133,8 @@ class VAE(nn.Module):
             self.encoder_loading_scale = float(1.0 / np.sqrt(m * g))
         else:
             self.register_parameter("encoder_loading", None)
+        if not (config.encoder_loadings and config.tie_loadings):
+            self.register_parameter("loading_gain", None)
         if config.input_transform != "log1p":
             self.register_buffer("input_scale", torch.ones(m))
         else:
@@ -167,7 +184,8 @@ class VAE(nn.Module):
             ``c``: the encoder loadings' term of the latent mean becomes ``h V / (c s)`` (the
             LSI embedding at 1 / c of unit scale), the bin loadings ``V c s`` (so that decoding
             that mean adds back the input's projection ``h V V^T``); either part is skipped
-            when the module has none.
+            when the module has none. Tied (``tie_loadings``), the gain becomes ``1 / (c s)^2``,
+            so that ``h (V c s) g`` is the same ``h V / (c s)``.
         """
         v = torch.as_tensor(np.asarray(directions), dtype=torch.float32)
         want = (self.config.n_modalities * self.n_bins, self.config.n_latent)
@@ -181,6 +199,8 @@ class VAE(nn.Module):
             self.encoder_loading.copy_(v / (shrink * scale * self.encoder_loading_scale))
         if self.bin_loading is not None:
             self.bin_loading.copy_(v * (shrink * scale))
+        if self.loading_gain is not None:  # tied: h (V c s) g = h V / (c s)
+            self.loading_gain.fill_(1.0 / (shrink * scale) ** 2)
 
     # ----------------------------------------------------------------------- helpers
     def batch_onehot(self, batch: torch.Tensor) -> torch.Tensor | None:
@@ -208,6 +228,8 @@ class VAE(nn.Module):
         if self.encoder_loading is not None:
             mu = torch.addmm(mu, h.flatten(1), self.encoder_loading,
                              alpha=self.encoder_loading_scale)
+        elif self.loading_gain is not None:
+            mu = torch.addcmul(mu, h.flatten(1) @ self.bin_loading, self.loading_gain)
         return mu, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
 
     def decode(self, z: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
