@@ -74,10 +74,10 @@
       doc = "Add a learned weight per modality, bin and latent dimension from the encoder's input to the latent mean, a linear encoder beside the convolutional one; None: on up to 100,000 bins x modalities (False: the paper's encoder)."
     ),
     `tie.loadings` = list(
-      name = "tie_loadings", type = "logical", optional = TRUE, default = FALSE,
+      name = "tie_loadings", type = "logical", optional = TRUE, default = NULL,
       min = NA, max = NA, min_open = FALSE, max_open = FALSE,
       choices = NULL, formal = FALSE,
-      doc = "Tie the encoder's free weights to the decoder's bin loadings (the loadings times a learnt gain per latent dimension, as PCA's encoder is its decoder transposed) instead of a matrix of their own; True: tied, None: tied when both kinds of loadings are on and at most half of the counts are non-zero, as in peak data, False: a matrix of their own."
+      doc = "Tie the encoder's free weights to the decoder's bin loadings (the loadings times a learnt gain per latent dimension, as PCA's encoder is its decoder transposed) instead of a matrix of their own; None: tied when both kinds of loadings are on and at most half of the counts are non-zero, as in peak data (True: always, False: a matrix of their own)."
     ),
     `loadings.start` = list(
       name = "loadings_start", type = "character", optional = FALSE, default = "zero",
@@ -256,7 +256,7 @@
 #'   \item{\code{bin.offsets = TRUE}}{Give the decoder a log-rate offset per modality and bin, started at the data's mean profile (False: the paper's decoder).}
 #'   \item{\code{bin.loadings = NULL}}{Add a learned loading per modality, bin and latent dimension to the decoder's log-rates, a linear decoder beside the convolutional one; None: on up to 100,000 bins x modalities (False: the paper's decoder).}
 #'   \item{\code{encoder.loadings = NULL}}{Add a learned weight per modality, bin and latent dimension from the encoder's input to the latent mean, a linear encoder beside the convolutional one; None: on up to 100,000 bins x modalities (False: the paper's encoder).}
-#'   \item{\code{tie.loadings = FALSE}}{Tie the encoder's free weights to the decoder's bin loadings (the loadings times a learnt gain per latent dimension, as PCA's encoder is its decoder transposed) instead of a matrix of their own; True: tied, None: tied when both kinds of loadings are on and at most half of the counts are non-zero, as in peak data, False: a matrix of their own.}
+#'   \item{\code{tie.loadings = NULL}}{Tie the encoder's free weights to the decoder's bin loadings (the loadings times a learnt gain per latent dimension, as PCA's encoder is its decoder transposed) instead of a matrix of their own; None: tied when both kinds of loadings are on and at most half of the counts are non-zero, as in peak data (True: always, False: a matrix of their own).}
 #'   \item{\code{loadings.start = "zero"}}{How the free bin and encoder loadings start: zero, lsi (the directions of a truncated SVD of the encoder's input, as in LSI), or auto (lsi when at most half of the input is non-zero, as in peak data).}
 #'   \item{\code{time.budget = 1}}{Training time of an automatic-length run (max_epochs=None) as a multiple of the default budget (1 minute per 1,000 cells per modality, up to three, on 2 CPU cores): 4 lets it train about four times as long. The length still stops at what the data need (about 1,000 optimiser steps, at most 200 epochs). Small sets gain from more (docs/benchmarks.md).}
 #'   \item{\code{lr.schedule = "auto"}}{Learning-rate schedule: onecycle (warm-up, then cosine decay), constant (the paper), or auto (onecycle when max_epochs is None, else constant).}

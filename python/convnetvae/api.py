@@ -138,16 +138,16 @@ class ConvNetVAE:
     tie_loadings
         Tie the encoder's free weights to the decoder's bin loadings (the loadings times a
         learnt gain per latent dimension, as PCA's encoder is its decoder transposed) instead of
-        a matrix of their own; True: tied, None: tied when both kinds of loadings are on and at
-        most half of the counts are non-zero, as in peak data, False: a matrix of their own.
+        a matrix of their own; None: tied when both kinds of loadings are on and at most half of
+        the counts are non-zero, as in peak data (True: always, False: a matrix of their own).
         Tied, the encoder's linear term is ``h W g`` with ``W`` the bin loadings and ``g`` the
-        gain; a matrix of its own is a second free weight per bin and dimension, which on
-        sparse data fits the training cells' own noise. On the sparse real sets tying scored
-        higher on all cells and on held-out cells (Buenrostro 0.42 -> 0.48 and 0.42 -> 0.47,
-        Schep 0.85 -> 0.87 and 0.84 -> 0.86), on Satpathy's dense 1-Mb bins lower (hence
-        None's rule); a query of a new batch mapped onto a tied reference mixes less with it
-        (0.19-0.27 of the reference's own mixing, 0.38-0.50 untied), which is why it is not the
-        default (docs/benchmarks.md, "Tied loadings").
+        gain; a matrix of its own (the default before 2026-12-02) is a second free weight per
+        bin and dimension, which on sparse data fits the training cells' own noise. On the
+        sparse real sets tying scored higher on all cells (Buenrostro 0.43 -> 0.48 over seven
+        seeds, Schep 0.85 -> 0.87) and on held-out cells (Buenrostro 0.42 -> 0.47, Schep 0.84
+        -> 0.86), equal on Zeller and Paired-Tag; on Satpathy's dense 1-Mb bins lower (hence
+        None's rule). A query mapped onto a tied reference trains its own encoder-side
+        loadings (:mod:`convnetvae.query`). docs/benchmarks.md, "Tied loadings".
     loadings_start
         How the free bin and encoder loadings start: zero, lsi (the directions of a truncated
         SVD of the encoder's input, as in LSI), or auto (lsi when at most half of the input is
@@ -172,7 +172,7 @@ class ConvNetVAE:
                  dropout: float = 0.2, chrom_aware: bool = True, batch_offsets: bool = True,
                  input_transform: str = "tfidf", bin_offsets: bool = True,
                  bin_loadings: bool | None = None, encoder_loadings: bool | None = None,
-                 tie_loadings: bool | None = False, loadings_start: str = "zero",
+                 tie_loadings: bool | None = None, loadings_start: str = "zero",
                  seed: int = 0) -> None:
         opts = settings.make(ModelSettings, **_arguments(locals()))
         self.registry = contract.get_registry(adata)

@@ -9,6 +9,10 @@ new batches:
   architecture) and the rows of the per-batch bin offsets (``batch_offset``, B x M x G);
 * only those new columns and rows train (``.train()`` as usual); every reference weight is
   frozen, BatchNorm layers keep the reference's statistics (evaluation mode while training);
+* a reference with tied loadings (``tie_loadings``) also gets the query's own encoder-side
+  loadings ``Q``, started at zero and trained: the query's cells read their linear term as
+  ``h (W + Q) g``, the reference's cells and the decoder keep ``W`` (a tied encoder cannot
+  otherwise adapt to a new batch: the query mixed half as well with the reference);
 * the model saves in the ordinary format (a plain model with all the batches), so
   :meth:`ConvNetVAE.load` and the R package's ``ProjectConvNetVAE`` read it like any other.
 
@@ -158,10 +162,16 @@ def extend_module(reference: VAE, n_batches: int) -> tuple[VAE, int]:
     k_old = max(1, old.n_batches)  # batches the reference's cells use
     if n_batches <= k_old:
         raise ConvNetVAEError("no new batches to add")
-    new = VAE(dataclasses.replace(old, n_batches=n_batches))
+    if old.query_batches_from:
+        raise ConvNetVAEError(
+            "this model is itself a query model of a tied reference (tie_loadings): map the new "
+            "query onto the reference instead (its encoder loadings for queries are taken)")
+    tied = bool(old.tie_loadings and old.encoder_loadings)
+    new = VAE(dataclasses.replace(old, n_batches=n_batches,
+                                  query_batches_from=k_old if tied else 0))
     ref_state = reference.state_dict()
     grown = [k for k, v in new.state_dict().items()
-             if k not in ref_state or ref_state[k].shape != v.shape]
+             if k != "query_loading" and (k not in ref_state or ref_state[k].shape != v.shape)]
     linears = [k[: -len(".weight")] for k in grown if k.endswith(".weight")
                and isinstance(new.get_submodule(k[: -len(".weight")]), nn.Linear)]
     other = [k for k in grown if k != "batch_offset" and k[: -len(".weight")] not in linears]
@@ -193,6 +203,8 @@ def extend_module(reference: VAE, n_batches: int) -> tuple[VAE, int]:
         lin.__class__ = QueryLinear
         _add_query_slices(lin, "weight", 1, list(range(columns[name] + k_old,
                                                        columns[name] + n_batches)))
+    if new.query_loading is not None:
+        new.query_loading.requires_grad_(True)  # the query's own encoder-side loadings
     new.__class__ = QueryVAE
     if new._parameters.get("batch_offset") is not None:
         _add_query_slices(new, "batch_offset", 0, list(range(k_old, n_batches)))

@@ -126,11 +126,11 @@ class ModelSettings:
         "input to the latent mean, a linear encoder beside the convolutional one; None: on up "
         "to 100,000 bins x modalities (False: the paper's encoder).")
     tie_loadings: bool | None = setting(
-        False, "Tie the encoder's free weights to the decoder's bin loadings (the loadings times a "
+        None, "Tie the encoder's free weights to the decoder's bin loadings (the loadings times a "
         "learnt gain per latent dimension, as PCA's encoder is its decoder transposed) instead "
-        "of a matrix of their own; True: tied, None: tied when both kinds of loadings are on "
-        "and at most half of the counts are non-zero, as in peak data, False: a matrix of their "
-        "own.")
+        "of a matrix of their own; None: tied when both kinds of loadings are on and at most "
+        "half of the counts are non-zero, as in peak data (True: always, False: a matrix of "
+        "their own).")
     loadings_start: str = setting(
         "zero", "How the free bin and encoder loadings start: zero, lsi (the directions of a "
         "truncated SVD of the encoder's input, as in LSI), or auto (lsi when at most half of "

@@ -233,7 +233,7 @@ def test_default_model_uses_data_statistics(small_adata):
     c = m.module.config
     assert c.architecture == auto_architecture(small_adata.n_vars)
     assert c.input_transform == "tfidf" and c.bin_offsets and c.bin_loadings
-    assert c.encoder_loadings
+    assert c.encoder_loadings and c.tie_loadings  # sparse counts: tied (test_tie_loadings.py)
     lib = np.asarray(small_adata.layers["ATAC"].sum(1)).ravel()
     assert float(m.module.input_scale[0]) == pytest.approx(np.median(lib[lib > 0]))
     tot = np.asarray(small_adata.layers["H3K27ac"].sum(0)).ravel()
@@ -267,8 +267,9 @@ def _default_module_with_zero_loadings(adata, name: str):
     """The default model's module (5 latent dimensions, eval mode), its modalities and bins,
     after checking that its loadings ``name`` are (modalities x bins) x 5 and start at 0 (so the
     decoder or encoder starts as the convolutional one; ``loadings_start="lsi"``:
-    test_lsi_start.py)."""
-    vae = cv.ConvNetVAE(adata, n_latent=5).module.eval()
+    test_lsi_start.py). The encoder's own matrix is untied (``tie_loadings=False``; tied, the
+    default on sparse counts: test_tie_loadings.py)."""
+    vae = cv.ConvNetVAE(adata, n_latent=5, tie_loadings=False).module.eval()
     n_mod, n_bins = vae.config.n_modalities, vae.n_bins
     loading = getattr(vae, name)
     assert tuple(loading.shape) == (n_mod * n_bins, 5)
@@ -336,7 +337,7 @@ def test_bin_loadings_are_on_by_default_up_to_a_size(small_adata, monkeypatch):
 
 
 def test_bin_loadings_are_trained_and_can_be_turned_off(small_adata):
-    m = cv.ConvNetVAE(small_adata, n_hidden=16, n_latent=4)
+    m = cv.ConvNetVAE(small_adata, n_hidden=16, n_latent=4, tie_loadings=False)
     m.train(max_epochs=1, batch_size=64, progress=False)
     assert m.module.bin_loading.detach().abs().sum() > 0
     assert m.module.encoder_loading.detach().abs().sum() > 0

@@ -49,6 +49,9 @@ class ModuleConfig:
     bin_loadings: bool = False
     encoder_loadings: bool = False
     tie_loadings: bool = False
+    # a query model of a tied reference: batches from this index on (the query's) read their
+    # encoder term through their own trained loadings, h (W + Q) g; 0: none
+    query_batches_from: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -135,6 +138,16 @@ class VAE(nn.Module):
             self.register_parameter("encoder_loading", None)
         if not (config.encoder_loadings and config.tie_loadings):
             self.register_parameter("loading_gain", None)
+        if config.query_batches_from > 0:
+            if self.loading_gain is None:
+                raise ConvNetVAEError("query_batches_from is for query models of a tied "
+                                      "reference (tie_loadings)")
+            # the query's own encoder-side loadings, added to the shared bin loadings for the
+            # query's cells only (query mapping trains them; the reference's cells and the
+            # decoder keep W): a tied encoder cannot otherwise adapt to a new batch's input
+            self.query_loading = nn.Parameter(torch.zeros(m * g, config.n_latent))
+        else:
+            self.register_parameter("query_loading", None)
         if config.input_transform != "log1p":
             self.register_buffer("input_scale", torch.ones(m))
         else:
@@ -229,7 +242,12 @@ class VAE(nn.Module):
             mu = torch.addmm(mu, h.flatten(1), self.encoder_loading,
                              alpha=self.encoder_loading_scale)
         elif self.loading_gain is not None:
-            mu = torch.addcmul(mu, h.flatten(1) @ self.bin_loading, self.loading_gain)
+            hf = h.flatten(1)
+            lin = hf @ self.bin_loading
+            if self.query_loading is not None:
+                rows = batch >= self.config.query_batches_from
+                lin = lin + (hf @ self.query_loading) * rows.unsqueeze(1).to(lin.dtype)
+            mu = torch.addcmul(mu, lin, self.loading_gain)
         return mu, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
 
     def decode(self, z: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
