@@ -164,8 +164,8 @@ def extend_module(reference: VAE, n_batches: int) -> tuple[VAE, int]:
         raise ConvNetVAEError("no new batches to add")
     if old.query_batches_from:
         raise ConvNetVAEError(
-            "this model is itself a query model of a tied reference (tie_loadings): map the new "
-            "query onto the reference instead (its encoder loadings for queries are taken)")
+            "this model is itself a query model of a tied reference (tie_loadings), and its "
+            "query loadings belong to that query: map the new query onto the reference instead")
     tied = bool(old.tie_loadings and old.encoder_loadings)
     new = VAE(dataclasses.replace(old, n_batches=n_batches,
                                   query_batches_from=k_old if tied else 0))
