@@ -102,6 +102,23 @@ class VAE(nn.Module):
             self.bin_offset = nn.Parameter(torch.zeros(m, g))
         else:
             self.register_parameter("bin_offset", None)
+        self._add_loadings(config, m, g)
+        if config.input_transform != "log1p":
+            self.register_buffer("input_scale", torch.ones(m))
+        else:
+            self.input_scale = None
+        if config.input_transform == "tfidf":
+            self.register_buffer("input_idf", torch.ones(m, g))
+        else:
+            self.input_idf = None
+        if config.likelihood == "nb":
+            self.log_theta = nn.Parameter(torch.zeros(m, g))
+        else:
+            self.register_parameter("log_theta", None)
+
+    def _add_loadings(self, config: ModuleConfig, m: int, g: int) -> None:
+        """The free bin loadings, the encoder's free weights (a matrix, or tied: a gain) and a
+        query model's own encoder-side loadings, as ``config`` says."""
         if config.bin_loadings:
             # a free loading per modality, bin and latent dimension added to the decoder's
             # log-rates (a linear decoder as in LDVAE or a topic model, beside the convolutional
@@ -148,18 +165,6 @@ class VAE(nn.Module):
             self.query_loading = nn.Parameter(torch.zeros(m * g, config.n_latent))
         else:
             self.register_parameter("query_loading", None)
-        if config.input_transform != "log1p":
-            self.register_buffer("input_scale", torch.ones(m))
-        else:
-            self.input_scale = None
-        if config.input_transform == "tfidf":
-            self.register_buffer("input_idf", torch.ones(m, g))
-        else:
-            self.input_idf = None
-        if config.likelihood == "nb":
-            self.log_theta = nn.Parameter(torch.zeros(m, g))
-        else:
-            self.register_parameter("log_theta", None)
 
     @torch.no_grad()
     def init_from_data(self, bin_totals: np.ndarray, library_scale: np.ndarray) -> None:
