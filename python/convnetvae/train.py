@@ -552,9 +552,16 @@ def load_checkpoint(trainer: Trainer, directory: str | os.PathLike) -> bool:
                               f"{meta['format']}); upgrade convnetvae to resume it")
     model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     mine = {k: tuple(v.shape) for k, v in trainer.module.state_dict().items()}
-    if mine != {k: tuple(v.shape) for k, v in model_state.items()}:  # before changing anything
-        raise ConvNetVAEError(f"checkpoint in {d} does not match this model (other layers or "
-                              "shapes: another architecture or data shape)")
+    theirs = {k: tuple(v.shape) for k, v in model_state.items()}
+    if mine != theirs:  # before changing anything
+        # the model's layers follow its data (architecture, loadings, tied loadings): other
+        # data are named first, as check_same_run names them
+        if any(v["part"] == "data" for v in (_run_changes(trainer, meta) or {}).values()):
+            check_same_run(trainer, meta, d)
+        differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+        raise ConvNetVAEError(
+            f"checkpoint in {d} does not match this model (other layers or shapes: another "
+            f"architecture, data shape or loadings; differing: {', '.join(differ[:5])})")
     changes = check_same_run(trainer, meta, d)
     try:
         trainer.module.load_state_dict(model_state)
@@ -624,17 +631,12 @@ def run_fingerprint(trainer: Trainer) -> dict[str, dict]:
     return trainer._fingerprint
 
 
-def check_same_run(trainer: Trainer, meta: dict, d: Path) -> dict[str, dict]:
-    """Compare a checkpoint's fingerprint with this run's; returns the allowed changes.
-
-    A difference is an error naming it, unless ``resume_allow_changes``; other cells can never
-    continue a run (its train/validation split is theirs).
-    """
+def _run_changes(trainer: Trainer, meta: dict) -> dict[str, dict] | None:
+    """What differs between a checkpoint's fingerprint and this run's (None: the checkpoint has
+    no fingerprint)."""
     saved = meta.get("fingerprint")
     if not isinstance(saved, dict):
-        warnings.warn(f"checkpoint in {d} has no fingerprint (written by an older convnetvae): "
-                      "cannot check that it is of the same data and settings", stacklevel=4)
-        return {}
+        return None
     now = run_fingerprint(trainer)
     changes: dict[str, dict] = {}
     for part in ("data", "settings"):
@@ -642,6 +644,20 @@ def check_same_run(trainer: Trainer, meta: dict, d: Path) -> dict[str, dict]:
         for k in new:
             if (k in old or part == "data") and old.get(k) != new[k]:
                 changes[k] = {"checkpoint": old.get(k), "now": new[k], "part": part}
+    return changes
+
+
+def check_same_run(trainer: Trainer, meta: dict, d: Path) -> dict[str, dict]:
+    """Compare a checkpoint's fingerprint with this run's; returns the allowed changes.
+
+    A difference is an error naming it, unless ``resume_allow_changes``; other cells can never
+    continue a run (its train/validation split is theirs).
+    """
+    changes = _run_changes(trainer, meta)
+    if changes is None:
+        warnings.warn(f"checkpoint in {d} has no fingerprint (written by an older convnetvae): "
+                      "cannot check that it is of the same data and settings", stacklevel=4)
+        return {}
     if not changes:
         return {}
     listed = "; ".join(f"{v['part']} {k}: {v['checkpoint']!r} in the checkpoint, {v['now']!r} now"

@@ -233,7 +233,7 @@ def test_checkpoint_of_another_model_is_rejected(tmp_path):
     adata = _tiny()
     _model(adata).train(max_epochs=1, early_stopping=False, checkpoint_dir=tmp_path, **FAST)
     other = cv.ConvNetVAE(adata, architecture="conv-k11s11", n_hidden=8, n_latent=4)
-    with pytest.raises(ConvNetVAEError, match="does not match"):
+    with pytest.raises(ConvNetVAEError, match=r"does not match this model .*differing: \S+"):
         other.train(max_epochs=2, checkpoint_dir=tmp_path, resume=True, **FAST)
 
 
