@@ -161,6 +161,18 @@ def count_sums(adata: ad.AnnData, modality: str, observed: np.ndarray | None = N
     return rows * w, np.asarray(layer.T @ w, dtype=np.float64).ravel()
 
 
+def _row_nonzeros(indptr: np.ndarray, data: np.ndarray) -> np.ndarray:
+    """Non-zero entries per row of CSR arrays: stored entries less stored zeros (found without
+    an array per stored entry but the comparison's)."""
+    indptr = np.asarray(indptr)
+    per_row = np.diff(indptr).astype(np.int64)
+    zeros = np.flatnonzero(np.asarray(data) == 0)
+    if zeros.size:
+        per_row -= np.bincount(np.searchsorted(indptr, zeros, side="right") - 1,
+                               minlength=len(per_row))
+    return per_row
+
+
 def nonzero_entries(adata: ad.AnnData, modality: str, observed: np.ndarray | None = None
                     ) -> tuple[int, int]:
     """(non-zero counts, entries) of one registered count layer over the cells where it is
@@ -169,16 +181,13 @@ def nonzero_entries(adata: ad.AnnData, modality: str, observed: np.ndarray | Non
     layer = adata.layers[modality]
     n, g = adata.n_obs, adata.n_vars
     keep = np.ones(n, dtype=bool) if observed is None else np.asarray(observed, dtype=bool)
-    per_row = np.zeros(n, dtype=np.int64)
     if is_disk_matrix(layer):
+        per_row = np.zeros(n, dtype=np.int64)
         for a, indptr, data in iter_csr_chunks(layer):
-            k = len(indptr) - 1
-            rows = np.repeat(np.arange(k), np.diff(indptr))
-            per_row[a:a + k] = np.bincount(rows[np.asarray(data) != 0], minlength=k)
+            per_row[a:a + len(indptr) - 1] = _row_nonzeros(indptr, data)
     elif sp.issparse(layer):
         x = sp.csr_matrix(layer)
-        rows = np.repeat(np.arange(n), np.diff(x.indptr))
-        per_row = np.bincount(rows[x.data != 0], minlength=n)
+        per_row = _row_nonzeros(x.indptr, x.data)
     else:
         per_row = np.count_nonzero(np.asarray(layer), axis=1)
     return int(per_row[keep].sum()), int(keep.sum()) * g
