@@ -166,9 +166,8 @@ def extend_module(reference: VAE, n_batches: int) -> tuple[VAE, int]:
         raise ConvNetVAEError(
             "this model is itself a query model of a tied reference (tie_loadings), and its "
             "query loadings belong to that query: map the new query onto the reference instead")
-    tied = bool(old.tie_loadings and old.encoder_loadings)
     new = VAE(dataclasses.replace(old, n_batches=n_batches,
-                                  query_batches_from=k_old if tied else 0))
+                                  query_batches_from=k_old if old.tie_loadings else 0))
     ref_state = reference.state_dict()
     grown = [k for k, v in new.state_dict().items()
              if k != "query_loading" and (k not in ref_state or ref_state[k].shape != v.shape)]

@@ -131,7 +131,7 @@ class VAE(nn.Module):
         if config.tie_loadings and not (config.encoder_loadings and config.bin_loadings):
             raise ConvNetVAEError("tie_loadings needs both encoder_loadings and bin_loadings: "
                                   "the encoder's weights are the decoder's bin loadings")
-        if config.encoder_loadings and config.tie_loadings:
+        if config.tie_loadings:  # with both kinds of loadings (checked above)
             # tied: the encoder's linear term is h W g, the decoder's bin loadings W times a
             # learnt gain g per latent dimension (as PCA's encoder is its decoder transposed);
             # a free matrix of its own is a second weight per bin and dimension that can fit
@@ -151,9 +151,9 @@ class VAE(nn.Module):
             # convolutional one
             self.encoder_loading = nn.Parameter(torch.zeros(m * g, config.n_latent))
             self.encoder_loading_scale = float(1.0 / np.sqrt(m * g))
+            self.register_parameter("loading_gain", None)
         else:
             self.register_parameter("encoder_loading", None)
-        if not (config.encoder_loadings and config.tie_loadings):
             self.register_parameter("loading_gain", None)
         if config.query_batches_from > 0:
             if self.loading_gain is None:
