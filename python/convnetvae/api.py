@@ -27,7 +27,7 @@ from . import model_format, settings
 from .data import contract
 from .data.loader import CountSource, MinibatchLoader
 from .errors import ConvNetVAEError
-from .model.registry import DEFAULT_ARCHITECTURE, auto_bin_loadings, resolve_architecture
+from .model.registry import AUTO_BIN_LOADINGS_MAX, DEFAULT_ARCHITECTURE, auto_bin_loadings, resolve_architecture
 from .model.vae import VAE, ModuleConfig, count_parameters
 from .settings import ModelSettings, TrainSettings
 from .train import Strategy, TrainConfig, Trainer, resolve_device
@@ -58,19 +58,17 @@ def _data_statistics(adata: ad.AnnData, modalities: Sequence[str],
             np.array([library_scale(rows) for rows, _ in sums]))
 
 
-#: ``tie_loadings=None`` ties the loadings when at most this fraction of the counts is non-zero
-#: (the LSI start's rule for sparse data: peaks and fine bins, not dense 1-Mb tiles)
-TIE_MAX_NONZERO = 0.5
-
-
 def _sparse_counts(adata: ad.AnnData, modalities: Sequence[str],
                    mask: np.ndarray | None = None) -> bool:
-    """Whether at most :data:`TIE_MAX_NONZERO` of the counts of the observed modalities are
-    non-zero (what ``tie_loadings=None`` ties on)."""
+    """Whether at most :data:`~convnetvae.model.lsi_start.AUTO_MAX_NONZERO` of the counts of the
+    observed modalities are non-zero (what ``tie_loadings=None`` ties on: the LSI start's rule
+    for sparse data, peaks and fine bins, not dense 1-Mb tiles)."""
+    from .model.lsi_start import AUTO_MAX_NONZERO
+
     nz = [contract.nonzero_entries(adata, m, None if mask is None else mask[:, j])
           for j, m in enumerate(modalities)]
     entries = sum(e for _, e in nz)
-    return entries > 0 and sum(k for k, _ in nz) <= TIE_MAX_NONZERO * entries
+    return entries > 0 and sum(k for k, _ in nz) <= AUTO_MAX_NONZERO * entries
 
 
 def _warn_unobserved_cells(adata: ad.AnnData, rows: np.ndarray) -> None:
@@ -193,7 +191,7 @@ class ConvNetVAE:
                 "tie_loadings=True ties the encoder's weights to the decoder's bin loadings, so "
                 f"it needs both; got bin_loadings={bin_on}, encoder_loadings={enc_on} (this data "
                 f"has {adata.n_vars:,} bins x {len(mods)} modalities; None turns them on up to "
-                "100,000): turn them on or leave tie_loadings=None")
+                f"{AUTO_BIN_LOADINGS_MAX:,}): turn them on or leave tie_loadings=None")
         if tie is None:
             tie = bool(bin_on and enc_on) and _sparse_counts(adata, mods, self._mask(adata))
         config = ModuleConfig(

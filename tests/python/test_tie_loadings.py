@@ -10,9 +10,9 @@ import scipy.sparse as sp
 import torch
 
 import convnetvae as cv
-from convnetvae import api
 from convnetvae.data import contract
 from convnetvae.errors import ConvNetVAEError
+from convnetvae.model import lsi_start
 from convnetvae.model.vae import VAE, ModuleConfig, module_config_from_dict
 from test_lsi_start import MODS, _dense_input
 
@@ -70,11 +70,11 @@ def test_tie_none_ties_on_sparse_counts_only(small_adata, monkeypatch):
     frac = sum(small_adata.layers[m].nnz for m in MODS) / small_adata.n_obs \
         / small_adata.n_vars / len(MODS)
     auto = cv.ConvNetVAE(small_adata, n_latent=4, tie_loadings=None).module
-    assert auto.config.tie_loadings == (frac <= api.TIE_MAX_NONZERO)
-    monkeypatch.setattr(api, "TIE_MAX_NONZERO", frac - 1e-6)
+    assert auto.config.tie_loadings == (frac <= lsi_start.AUTO_MAX_NONZERO)
+    monkeypatch.setattr(lsi_start, "AUTO_MAX_NONZERO", frac - 1e-6)
     assert not cv.ConvNetVAE(small_adata, n_latent=4, tie_loadings=None).module \
         .config.tie_loadings
-    monkeypatch.setattr(api, "TIE_MAX_NONZERO", frac + 1e-6)
+    monkeypatch.setattr(lsi_start, "AUTO_MAX_NONZERO", frac + 1e-6)
     assert cv.ConvNetVAE(small_adata, n_latent=4, tie_loadings=None).module.config.tie_loadings
     # without both kinds of loadings there is nothing to tie: None unties, True is an error
     assert not cv.ConvNetVAE(small_adata, n_latent=4, tie_loadings=None,
