@@ -551,18 +551,19 @@ def load_checkpoint(trainer: Trainer, directory: str | os.PathLike) -> bool:
         raise ConvNetVAEError(f"checkpoint in {d} was written by a newer convnetvae (format "
                               f"{meta['format']}); upgrade convnetvae to resume it")
     model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    found = _run_changes(trainer, meta)  # one pass over the counts
     mine = {k: tuple(v.shape) for k, v in trainer.module.state_dict().items()}
     theirs = {k: tuple(v.shape) for k, v in model_state.items()}
     if mine != theirs:  # before changing anything
         # the model's layers follow its data (architecture, loadings, tied loadings): other
         # data are named first, as check_same_run names them
-        if any(v["part"] == "data" for v in (_run_changes(trainer, meta) or {}).values()):
-            check_same_run(trainer, meta, d)
+        if any(v["part"] == "data" for v in (found or {}).values()):
+            check_same_run(trainer, found, d)
         differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
         raise ConvNetVAEError(
             f"checkpoint in {d} does not match this model (other layers or shapes: another "
             f"architecture, data shape or loadings; differing: {', '.join(differ[:5])})")
-    changes = check_same_run(trainer, meta, d)
+    changes = check_same_run(trainer, found, d)
     try:
         trainer.module.load_state_dict(model_state)
     except RuntimeError as err:
@@ -647,13 +648,14 @@ def _run_changes(trainer: Trainer, meta: dict) -> dict[str, dict] | None:
     return changes
 
 
-def check_same_run(trainer: Trainer, meta: dict, d: Path) -> dict[str, dict]:
-    """Compare a checkpoint's fingerprint with this run's; returns the allowed changes.
+def check_same_run(trainer: Trainer, changes: dict[str, dict] | None, d: Path
+                   ) -> dict[str, dict]:
+    """Judge what differs between a checkpoint's fingerprint and this run's (``changes``, from
+    :func:`_run_changes`; None: the checkpoint has none); returns the allowed changes.
 
     A difference is an error naming it, unless ``resume_allow_changes``; other cells can never
     continue a run (its train/validation split is theirs).
     """
-    changes = _run_changes(trainer, meta)
     if changes is None:
         warnings.warn(f"checkpoint in {d} has no fingerprint (written by an older convnetvae): "
                       "cannot check that it is of the same data and settings", stacklevel=4)
