@@ -11,7 +11,7 @@
       name = "architecture", type = "character", optional = FALSE, default = "auto",
       min = NA, max = NA, min_open = FALSE, max_open = FALSE,
       choices = NULL, formal = TRUE,
-      doc = "Model architecture: auto (one conv layer sized to the number of bins), e.g. conv-k31s31, conv-k11s3x2 (two conv layers of kernel 11, stride 3) or fc-l1 (the FC-VAE baseline)."
+      doc = "Model architecture: auto (one conv layer sized to the number of bins; 8 channels when the loadings are tied, otherwise 32), e.g. conv-k31s31, conv-k11s3x2 (two conv layers of kernel 11, stride 3) or fc-l1 (the FC-VAE baseline)."
     ),
     `likelihood` = list(
       name = "likelihood", type = "character", optional = FALSE, default = "poisson",

@@ -89,13 +89,18 @@ class ConvNetVAE:
     adata
         Cells x bins with one count layer per modality (see :meth:`setup_anndata`).
     architecture
-        Model architecture: auto (one conv layer sized to the number of bins), e.g.
-        conv-k31s31, conv-k11s3x2 (two conv layers of kernel 11, stride 3) or fc-l1 (the FC-VAE
-        baseline). ``"auto"`` picks conv-k51s51, conv-k31s31 or conv-k11s11 from the number of
-        bins (:func:`~convnetvae.model.registry.auto_architecture`); the registry
-        (:mod:`convnetvae.model.registry`) lists the others: ``"conv-k11s3x1"`` ..
-        ``"conv-k11s3x3"`` (Group 2), any ``"conv-k<K>s<S>[x<L>][c<C>]"`` (``c<C>``: channels
-        of the first layer, 32 unless given), ``"fc-l1"`` .. ``"fc-l3"``.
+        Model architecture: auto (one conv layer sized to the number of bins; 8 channels when
+        the loadings are tied, otherwise 32), e.g. conv-k31s31, conv-k11s3x2 (two conv layers
+        of kernel 11, stride 3) or fc-l1 (the FC-VAE baseline). ``"auto"`` picks the stride --
+        conv-k51s51, conv-k31s31 or conv-k11s11 -- from the number of bins, and 8 channels
+        (``conv-k51s51c8``) when ``tie_loadings`` ties the loadings: the tied loadings carry the
+        linear signal, a step costs less, so the time budget gives about twice the epochs, and
+        all cells and held-out cells scored higher
+        (:func:`~convnetvae.model.registry.auto_architecture`; docs/benchmarks.md, "Eight
+        channels with tied loadings"); the registry (:mod:`convnetvae.model.registry`) lists
+        the others: ``"conv-k11s3x1"`` .. ``"conv-k11s3x3"`` (Group 2), any
+        ``"conv-k<K>s<S>[x<L>][c<C>]"`` (``c<C>``: channels of the first layer, 32 unless
+        given), ``"fc-l1"`` .. ``"fc-l3"``.
     likelihood
         Count likelihood: poisson (the paper) or nb (negative binomial, one dispersion per bin
         and modality).
@@ -197,7 +202,7 @@ class ConvNetVAE:
         config = ModuleConfig(
             n_modalities=len(mods), chrom_lengths=chrom_lengths,
             n_batches=max(1, len(self.registry["batch_categories"])),
-            architecture=resolve_architecture(opts.architecture, adata.n_vars),
+            architecture=resolve_architecture(opts.architecture, adata.n_vars, tie),
             likelihood=opts.likelihood, n_latent=opts.n_latent,
             n_hidden=opts.n_hidden, dropout=opts.dropout, chrom_aware=opts.chrom_aware,
             use_mask=bool(self.registry.get("has_missing", False)),

@@ -94,7 +94,8 @@ class ModelSettings:
 
     architecture: str = setting(
         DEFAULT_ARCHITECTURE, "Model architecture: auto (one conv layer sized to the number of "
-        "bins), e.g. conv-k31s31, conv-k11s3x2 (two conv layers of kernel 11, stride 3) or "
+        "bins; 8 channels when the loadings are tied, otherwise 32), e.g. conv-k31s31, "
+        "conv-k11s3x2 (two conv layers of kernel 11, stride 3) or "
         "fc-l1 (the FC-VAE baseline).",
         choices=check_architecture, listed=preset_names, r_formal=True, widget=True)
     likelihood: str = setting(

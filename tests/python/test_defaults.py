@@ -231,7 +231,7 @@ def test_idf_weights_rare_bins_up():
 def test_default_model_uses_data_statistics(small_adata):
     m = cv.ConvNetVAE(small_adata)
     c = m.module.config
-    assert c.architecture == auto_architecture(small_adata.n_vars)
+    assert c.architecture == auto_architecture(small_adata.n_vars, tied=True) == "conv-k11s11c8"
     assert c.input_transform == "tfidf" and c.bin_offsets and c.bin_loadings
     assert c.encoder_loadings and c.tie_loadings  # sparse counts: tied (test_tie_loadings.py)
     lib = np.asarray(small_adata.layers["ATAC"].sum(1)).ravel()
@@ -370,6 +370,11 @@ def test_auto_architecture_from_the_number_of_bins():
     assert auto_architecture(4_681) == "conv-k11s11"
     assert auto_architecture(300) == "conv-k11s11"
     assert resolve_architecture("AUTO", 25_000) == "conv-k51s51"
+    # tied loadings (tie_loadings): the same stride, 8 channels
+    assert auto_architecture(25_000, tied=True) == "conv-k51s51c8"
+    assert auto_architecture(300, tied=True) == "conv-k11s11c8"
+    assert resolve_architecture("auto", 10_000, tied=True) == "conv-k31s31c8"
+    assert resolve_architecture("conv-k31s31", 25_000, tied=True) == "conv-k31s31"  # as given
     assert resolve_architecture("conv-k31s31", 25_000) == "conv-k31s31"
 
 
@@ -391,7 +396,7 @@ def test_channels_in_the_name_build_the_model(small_adata):
     small = cv.ConvNetVAE(small_adata, architecture="conv-k11s11c8", n_hidden=16, n_latent=4)
     assert small.module.encoder.convs[0].out_channels == 8
     assert small.module.decoder.weights[0].shape[1] == 8
-    paper = cv.ConvNetVAE(small_adata, n_hidden=16, n_latent=4)  # auto: the paper's 32
+    paper = cv.ConvNetVAE(small_adata, architecture="conv-k11s11", n_hidden=16, n_latent=4)
     assert paper.module.encoder.convs[0].out_channels == 32
     assert count_parameters(small.module) < count_parameters(paper.module)
     small.train(max_epochs=1, batch_size=64, progress=False)

@@ -28,7 +28,8 @@ def _counts(adata, rows):
 
 def test_tied_encoder_adds_input_times_bin_loadings_times_gain(small_adata):
     tied = cv.ConvNetVAE(small_adata, n_latent=5).module.eval()  # the default: sparse, tied
-    free = cv.ConvNetVAE(small_adata, n_latent=5, tie_loadings=False).module.eval()
+    free = cv.ConvNetVAE(small_adata, n_latent=5, tie_loadings=False,  # same conv layer
+                         architecture=tied.config.architecture).module.eval()
     assert tied.config.tie_loadings and not free.config.tie_loadings
     assert free.loading_gain is None and free.encoder_loading is not None
     # no matrix of its own: a gain per latent dimension, started at the free weights' scale
@@ -71,11 +72,18 @@ def test_tie_none_ties_on_sparse_counts_only(small_adata, monkeypatch):
         / small_adata.n_vars / len(MODS)
     auto = cv.ConvNetVAE(small_adata, n_latent=4, tie_loadings=None).module
     assert auto.config.tie_loadings == (frac <= lsi_start.AUTO_MAX_NONZERO)
+    # the architecture "auto" follows the tie: 8 channels tied, the paper's 32 untied
     monkeypatch.setattr(lsi_start, "AUTO_MAX_NONZERO", frac - 1e-6)
-    assert not cv.ConvNetVAE(small_adata, n_latent=4, tie_loadings=None).module \
-        .config.tie_loadings
+    untied = cv.ConvNetVAE(small_adata, n_latent=4, tie_loadings=None).module
+    assert not untied.config.tie_loadings and untied.config.architecture == "conv-k11s11"
+    assert untied.encoder.convs[0].out_channels == 32
     monkeypatch.setattr(lsi_start, "AUTO_MAX_NONZERO", frac + 1e-6)
-    assert cv.ConvNetVAE(small_adata, n_latent=4, tie_loadings=None).module.config.tie_loadings
+    tied = cv.ConvNetVAE(small_adata, n_latent=4, tie_loadings=None).module
+    assert tied.config.tie_loadings and tied.config.architecture == "conv-k11s11c8"
+    assert tied.encoder.convs[0].out_channels == 8
+    # given explicitly, an architecture is kept whatever the tie
+    assert cv.ConvNetVAE(small_adata, n_latent=4, architecture="conv-k11s11").module \
+        .config.architecture == "conv-k11s11"
     # without both kinds of loadings there is nothing to tie: None unties, True is an error
     assert not cv.ConvNetVAE(small_adata, n_latent=4, tie_loadings=None,
                              encoder_loadings=False).module.config.tie_loadings

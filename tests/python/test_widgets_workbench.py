@@ -81,7 +81,8 @@ def test_data_train_embed_cluster_tracks_evaluate(adata):
     assert "finished after 4 epochs" in tp.status.value
     from convnetvae.model.registry import auto_architecture
 
-    assert wb.model.module.config.architecture == auto_architecture(wb.adata.n_vars)  # "auto"
+    config = wb.model.module.config
+    assert config.architecture == auto_architecture(wb.adata.n_vars, config.tie_loadings)  # auto
 
     # embed & cluster ran by itself when training ended
     emb = wb.panels["Embed & cluster"]

@@ -178,23 +178,29 @@ AUTO = "auto"
 #: per modality it aims for at least
 AUTO_STRIDES = (11, 31, 51)
 AUTO_MIN_WINDOWS = 250
+#: channels of the automatic choice's conv layer when the loadings are tied (``tie_loadings``):
+#: the tied loadings carry the linear signal, a narrower convolution costs less per step, so the
+#: time budget gives it more steps (docs/benchmarks.md, "Eight channels with tied loadings")
+AUTO_TIED_CHANNELS = 8
 
 
-def auto_architecture(n_bins: int) -> str:
+def auto_architecture(n_bins: int, tied: bool = False) -> str:
     """The architecture ``"auto"`` stands for on data with ``n_bins`` bins.
 
-    A single conv layer with kernel = stride (the paper's Group 1, 32 channels), the largest of
+    A single conv layer with kernel = stride (the paper's Group 1), the largest of
     :data:`AUTO_STRIDES` that still leaves :data:`AUTO_MIN_WINDOWS` windows: conv-k51s51 on
     25,000 bins (490 windows), conv-k11s11 on a few thousand. The fully connected layer after
-    the convolution then has about the same size whatever the number of bins (see
-    docs/benchmarks.md for the measurements behind this choice, and for 8 channels, which was
-    measured and not taken).
+    the convolution then has about the same size whatever the number of bins. The layer has the
+    paper's 32 channels, or :data:`AUTO_TIED_CHANNELS` when ``tied`` (the model's loadings are
+    tied, ``tie_loadings``): conv-k51s51c8. See docs/benchmarks.md for the measurements behind
+    this choice ("Fewer channels" for untied models, where 8 channels were measured and not
+    taken; "Eight channels with tied loadings").
     """
     stride = AUTO_STRIDES[0]
     for s in AUTO_STRIDES:
         if n_bins / s >= AUTO_MIN_WINDOWS:
             stride = s
-    return f"conv-k{stride}s{stride}"
+    return f"conv-k{stride}s{stride}" + (f"c{AUTO_TIED_CHANNELS}" if tied else "")
 
 
 #: free bin and encoder loadings (``bin_loadings=None``, ``encoder_loadings=None``) are on up to
@@ -212,10 +218,11 @@ def auto_bin_loadings(n_bins: int, n_modalities: int) -> bool:
     return int(n_bins) * int(n_modalities) <= AUTO_BIN_LOADINGS_MAX
 
 
-def resolve_architecture(name: str, n_bins: int) -> str:
-    """A concrete architecture name: ``name`` itself, or what ``"auto"`` picks for ``n_bins``."""
+def resolve_architecture(name: str, n_bins: int, tied: bool = False) -> str:
+    """A concrete architecture name: ``name`` itself, or what ``"auto"`` picks for ``n_bins``
+    (and tied loadings, ``tied``)."""
     name = check_architecture(name)
-    return auto_architecture(n_bins) if name == AUTO else name
+    return auto_architecture(n_bins, tied) if name == AUTO else name
 
 
 # ---------------------------------------------------------------------------- built-in families
