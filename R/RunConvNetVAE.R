@@ -66,8 +66,8 @@ RunConvNetVAE <- function(object, ...) {
 #'   \code{chrom}, \code{start}, \code{end} (0-based): bins overlapping these
 #'   regions are dropped.
 #' @param architecture Model architecture: auto (one conv layer sized to the number of
-#'   bins; 8 channels when the loadings are tied, otherwise 32), e.g. conv-k31s31, conv-k11s3x2 (two conv layers of kernel 11, stride 3) or
-#'   fc-l1 (the FC-VAE baseline).
+#'   bins; 8 channels when the loadings are tied, otherwise 32), e.g. conv-k31s31,
+#'   conv-k11s3x2 (two conv layers of kernel 11, stride 3) or fc-l1 (the FC-VAE baseline).
 #' @param likelihood Count likelihood: poisson (the paper) or nb (negative binomial, one
 #'   dispersion per bin and modality).
 #' @param n.latent Dimension of the embedding (latent space).
