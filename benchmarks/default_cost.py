@@ -145,8 +145,7 @@ def main(argv: list[str] | None = None) -> int:
            "torch_loaded_before_convnetvae": torch_first,
            "load_average": os.getloadavg(), "fit": fit(rows, reference), "measurements": rows,
            "reference": args.reference}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    write_json(args.out, out)
+    write_json(args.out, out)  # atomically, the folder made if needed
     print(json.dumps(out["fit"], indent=1))
     return 0
 

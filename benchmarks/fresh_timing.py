@@ -61,11 +61,11 @@ def run_once(name: str, data: Path, max_bins: int, sim_cells: int, seed: int) ->
     seconds = [row["seconds"] for row in model.history_]
     n_train = len(trainer.train_idx)
     flops = schedule.training_flops_per_cell(model.module)
-    params = sum(p.numel() for p in model.module.parameters())
+    params = sum(p.numel() for p in model.module.parameters())  # as the trainer counts them
     per_epoch = schedule.seconds_per_epoch(n_train, source.n_bins, source.n_modalities,
                                            trainer.config.batch_size, flops, params)
     # the budget: per cell of the data (training and validation cells alike)
-    budget = schedule.BUDGET_SECONDS_PER_CELL * min(max(source.n_modalities, 1), 3) * adata.n_obs
+    budget = schedule.full_budget_seconds(adata.n_obs, source.n_modalities)
     train_s = t2 - t1
     return {"dataset": name, "seed": seed, "cells": adata.n_obs, "n_train": n_train,
             "bins": source.n_bins, "modalities": source.n_modalities,
@@ -183,8 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {"date": dt.datetime.now().isoformat(timespec="seconds"), "cpus": os.cpu_count(),
            "threads": args.threads, "summary": summarise(rows),
            "fit": fit_epochs(rows) if len(rows) >= 4 else None, "runs": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    write_json(args.out, out)
+    write_json(args.out, out)  # atomically, the folder made if needed
     print(json.dumps(out["summary"], indent=1))
     return 0
 

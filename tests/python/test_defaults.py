@@ -58,6 +58,9 @@ def test_auto_length_fits_the_time_budget():
             epochs = schedule.auto_epochs(n, bins, mods, batch, flops, params)
             est = epochs * schedule.seconds_per_epoch(n, bins, mods, batch, flops, params)
             budget = schedule.BUDGET_SECONDS_PER_CELL * min(mods, 3) * n
+            assert schedule.full_budget_seconds(n, mods) == pytest.approx(budget)
+            assert schedule.budget_seconds(n, mods) == pytest.approx(
+                schedule.BUDGET_SHARE * budget)
             assert est <= schedule.budget_seconds(n, mods) <= budget or \
                 epochs == schedule.FLOOR_EPOCHS
     # a costlier model (more FLOPs per cell) gets no more epochs
