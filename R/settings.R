@@ -105,6 +105,12 @@
       choices = NULL, formal = FALSE,
       doc = "Training time of an automatic-length run (max_epochs=None) as a multiple of the default budget (1 minute per 1,000 cells per modality, up to three, on 2 CPU cores): 4 lets it train about four times as long. The length still stops at what the data need (about 1,000 optimiser steps, at most 200 epochs). Small sets gain from more (docs/benchmarks.md)."
     ),
+    `time.guard` = list(
+      name = "time_guard", type = "logical", optional = FALSE, default = TRUE,
+      min = NA, max = NA, min_open = FALSE, max_open = FALSE,
+      choices = NULL, formal = FALSE,
+      doc = "Keep an automatic-length run within its budget (time_budget times the default budget, at least 10 seconds) on a slower or busier machine: when the first epochs show that the planned length would overrun it, the rest of the learning-rate schedule is compressed into the epochs that fit, with a warning. False: always the planned length, the same on every machine."
+    ),
     `batch.size` = list(
       name = "batch_size", type = "integer", optional = TRUE, default = NULL,
       min = 2.0, max = NA, min_open = FALSE, max_open = FALSE,
@@ -259,6 +265,7 @@
 #'   \item{\code{tie.loadings = NULL}}{Tie the encoder's free weights to the decoder's bin loadings (the loadings times a learnt gain per latent dimension, as PCA's encoder is its decoder transposed) instead of a matrix of their own; None: tied when both kinds of loadings are on and at most half of the counts are non-zero, as in peak data (True: always, False: a matrix of their own).}
 #'   \item{\code{loadings.start = "zero"}}{How the free bin and encoder loadings start: zero, lsi (the directions of a truncated SVD of the encoder's input, as in LSI), or auto (lsi when at most half of the input is non-zero, as in peak data).}
 #'   \item{\code{time.budget = 1}}{Training time of an automatic-length run (max_epochs=None) as a multiple of the default budget (1 minute per 1,000 cells per modality, up to three, on 2 CPU cores): 4 lets it train about four times as long. The length still stops at what the data need (about 1,000 optimiser steps, at most 200 epochs). Small sets gain from more (docs/benchmarks.md).}
+#'   \item{\code{time.guard = TRUE}}{Keep an automatic-length run within its budget (time_budget times the default budget, at least 10 seconds) on a slower or busier machine: when the first epochs show that the planned length would overrun it, the rest of the learning-rate schedule is compressed into the epochs that fit, with a warning. False: always the planned length, the same on every machine.}
 #'   \item{\code{lr.schedule = "auto"}}{Learning-rate schedule: onecycle (warm-up, then cosine decay), constant (the paper), or auto (onecycle when max_epochs is None, else constant).}
 #'   \item{\code{validation.size = 0.1}}{Fraction of cells held out for validation and early stopping (0 = none).}
 #'   \item{\code{early.stopping = TRUE}}{With the constant schedule, stop when the validation loss has not improved for patience epochs and keep the best weights (False: train exactly max_epochs, as the paper).}

@@ -36,25 +36,28 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 DATASETS = "zeller2023,buenrostro2018,schep2017,satpathy2019,pairedtag,simulator"
 
 
-def run_once(name: str, data: Path, max_bins: int, sim_cells: int, seed: int) -> dict:
+def run_once(name: str, data: Path, max_bins: int, sim_cells: int, seed: int,
+             time_guard: bool = True, score: bool = False) -> dict:
     """Train the default model on one dataset in this process and return its timings.
 
     Meant for a fresh process (``main`` starts one per run): ``torch_dynamo_loaded_before``
     says whether the process had already paid torch's lazy import before ``train()``.
+    ``time_guard``: the ``train`` setting; ``score``: also the best ARI of the embedding of all
+    cells (after the timing).
     """
     import convnetvae as cv  # noqa: I001 - before torch, as in a user's session
     import numpy as np
     from convnetvae import schedule
     from quality import load_dataset
 
-    adata, _, batch_key = load_dataset(name, data, max_bins, sim_cells)
+    adata, labels_key, batch_key = load_dataset(name, data, max_bins, sim_cells)
     cv.ConvNetVAE.setup_anndata(adata, modalities=list(adata.uns["modalities"]),
                                 batch_key=batch_key)
     dynamo_before = "torch._dynamo" in sys.modules
     t0 = time.perf_counter()
     model = cv.ConvNetVAE(adata, seed=seed)
     t1 = time.perf_counter()
-    model.train(progress=False)
+    model.train(progress=False, time_guard=time_guard)
     t2 = time.perf_counter()
     trainer = model.trainer_
     source = trainer.train_loader.source
@@ -81,9 +84,25 @@ def run_once(name: str, data: Path, max_bins: int, sim_cells: int, seed: int) ->
             "predicted_epoch_s": per_epoch,
             "predicted_epochs_s": len(seconds) * per_epoch,
             "budget_s": budget, "budget_share": train_s / budget,
+            "time_guard": time_guard, "planned_epochs": trainer.plan.planned_epochs,
+            "shortened": trainer.plan.shortened,
+            "ari": _best_ari(model.get_latent_representation(),
+                             adata.obs[labels_key].to_numpy()) if score else None,
             "torch_dynamo_loaded_before": dynamo_before,
             "threads": int(os.environ.get("OMP_NUM_THREADS", "0")) or None,
             "load_average": os.getloadavg()[0]}
+
+
+def _best_ari(z, labels) -> float:
+    from curves import _best_ari as best
+
+    return best(z, labels)
+
+
+def busy_processes(n: int) -> list[subprocess.Popen]:
+    """``n`` processes that keep a CPU core busy each (a busier machine) until terminated."""
+    code = "while True:\n    pass\n"
+    return [subprocess.Popen([sys.executable, "-c", code]) for _ in range(n)]
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -142,6 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sim-cells", type=int, default=1500)
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "fresh_timing"
                                         / "fresh_timing.json"))
+    p.add_argument("--busy", type=int, default=0,
+                   help="keep this many other processes busy during every run (a busier machine)")
+    p.add_argument("--no-time-guard", action="store_true", help="train(time_guard=False)")
+    p.add_argument("--score", action="store_true",
+                   help="also the best ARI of each run's embedding (after the timing)")
     p.add_argument("--fit", default=None, metavar="JSON",
                    help="only fit the cost model to the runs of an earlier output and print it")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -151,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.worker:  # one run, in the fresh process main() started
         print(json.dumps(run_once(args.worker, Path(args.data), args.max_bins, args.sim_cells,
-                                  args.seed)), flush=True)
+                                  args.seed, not args.no_time_guard, args.score)), flush=True)
         return 0
     names = [n.strip() for n in args.datasets.split(",") if n.strip()]
     from quality import ALL, EXTRA
@@ -168,14 +192,22 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for round_ in range(1, args.rounds + 1):
         for name in names:
-            run = subprocess.run(
-                [sys.executable, __file__, "--worker", name, "--data", args.data,
-                 "--max-bins", str(args.max_bins), "--sim-cells", str(args.sim_cells),
-                 "--seed", str(args.seed)],
-                env=env, capture_output=True, text=True, check=False)
+            hogs = busy_processes(args.busy)
+            try:
+                run = subprocess.run(
+                    [sys.executable, __file__, "--worker", name, "--data", args.data,
+                     "--max-bins", str(args.max_bins), "--sim-cells", str(args.sim_cells),
+                     "--seed", str(args.seed)]
+                    + ["--no-time-guard"] * args.no_time_guard + ["--score"] * args.score,
+                    env=env, capture_output=True, text=True, check=False)
+            finally:
+                for hog in hogs:
+                    hog.kill()
+                    hog.wait()
             if run.returncode != 0:
                 raise SystemExit(f"the run on {name} failed:\n{run.stderr[-3000:]}")
-            row = dict(json.loads(run.stdout.strip().splitlines()[-1]), round=round_)
+            row = dict(json.loads(run.stdout.strip().splitlines()[-1]), round=round_,
+                       busy=args.busy)
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
     from convnetvae.io_utils import write_json

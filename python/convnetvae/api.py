@@ -337,7 +337,8 @@ class ConvNetVAE:
               seed: int | None = None, device: str = "auto", progress: bool = True,
               callback: Callable[[int, dict], None] | None = None,
               stop_event: threading.Event | None = None, kl_warmup_epochs: int | None = None,
-              time_budget: float = 1.0, grad_clip: float | None = 100.0, weight_decay: float = 0.0,
+              time_budget: float = 1.0, time_guard: bool = True,
+              grad_clip: float | None = 100.0, weight_decay: float = 0.0,
               mixed_precision: bool = False, checkpoint_dir: str | os.PathLike | None = None,
               checkpoint_every: int = 1, resume: bool = False,
               resume_allow_changes: bool = False, n_threads: int | None = None,
@@ -382,6 +383,13 @@ class ConvNetVAE:
             need (about 1,000 optimiser steps, at most 200 epochs). Small sets gain from more
             (docs/benchmarks.md). The chosen length is ``model.trainer_.plan.epochs``; with
             ``max_epochs`` given it must stay 1.
+        time_guard
+            Keep an automatic-length run within its budget (time_budget times the default
+            budget, at least 10 seconds) on a slower or busier machine: when the first epochs
+            show that the planned length would overrun it, the rest of the learning-rate
+            schedule is compressed into the epochs that fit, with a warning. False: always the
+            planned length, the same on every machine. A shortened run has
+            ``model.trainer_.plan.shortened``; ``plan.planned_epochs`` is the planned length.
         grad_clip
             Clip the gradient norm to this value (None = off).
         weight_decay

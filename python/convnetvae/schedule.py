@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 
 from .data.loader import n_minibatches
@@ -51,6 +52,13 @@ class Plan:
         Whether the length was chosen from the data.
     kl_warmup_epochs
         Epochs over which the KL weight rises linearly to 1 (0: the full weight from the start).
+    planned_epochs
+        The length the schedule was planned for (0: :attr:`epochs`); larger than :attr:`epochs`
+        when the time guard shortened the run (:meth:`shorten`).
+    knots
+        Where the run was shortened: ``(epoch, position)`` pairs, the run's epoch and the
+        position in the planned schedule (in planned epochs) it had reached there; from each
+        knot on the rest of the schedule is compressed into the remaining epochs.
     """
 
     epochs: int
@@ -59,22 +67,58 @@ class Plan:
     lr: float
     auto: bool
     kl_warmup_epochs: int = 0
+    planned_epochs: int = 0
+    knots: tuple[tuple[float, float], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.planned_epochs <= 0:
+            object.__setattr__(self, "planned_epochs", self.epochs)
+        object.__setattr__(self, "knots", tuple((float(e), float(p)) for e, p in self.knots))
 
     @property
     def total_steps(self) -> int:
         return self.epochs * self.steps_per_epoch
 
+    @property
+    def shortened(self) -> bool:
+        """Whether the time guard shortened the run."""
+        return self.epochs < self.planned_epochs
+
+    def position(self, epoch: float) -> float:
+        """Where in the planned schedule the run is at ``epoch`` (fractional, 0-based), in
+        planned epochs: ``epoch`` itself unless the run was shortened, then piecewise linear
+        through :attr:`knots` to :attr:`planned_epochs` at :attr:`epochs`."""
+        if not self.knots:
+            return float(epoch) * self.planned_epochs / max(self.epochs, 1)
+        xs = [0.0, *(k[0] for k in self.knots), float(self.epochs)]
+        ys = [0.0, *(k[1] for k in self.knots), float(self.planned_epochs)]
+        return float(np.interp(float(epoch), xs, ys))
+
+    def progress(self, epoch: float) -> float:
+        """Fraction of the planned schedule done at ``epoch`` (fractional, 0-based)."""
+        return self.position(epoch) / max(self.planned_epochs, 1)
+
     def kl_weight(self, epoch: int) -> float:
         """Weight of the KL term in epoch ``epoch`` (0-based): ``(epoch + 1) / w`` during a
-        warm-up of ``w`` epochs, then 1."""
+        warm-up of ``w`` epochs, then 1 (in planned epochs: a shortened run's warm-up is
+        compressed with the rest of its schedule)."""
         w = self.kl_warmup_epochs
-        return 1.0 if w <= 0 else min(1.0, (epoch + 1) / w)
+        return 1.0 if w <= 0 else min(1.0, (self.position(epoch) + 1) / w)
 
     def lr_factor(self, progress: float) -> float:
         """Multiplier of :attr:`lr` at ``progress`` = fraction of the run done (0 to 1)."""
         if self.schedule == "constant":
             return 1.0
         return one_cycle(progress)
+
+    def shorten(self, done: int, epochs: int) -> Plan:
+        """This plan ending after ``epochs`` epochs instead, the first ``done`` as they were:
+        the rest of the planned schedule (learning rate and KL warm-up) is compressed into
+        epochs ``done`` to ``epochs``, so the run still ends where the schedule ends."""
+        if not 0 < done < epochs:
+            raise ValueError(f"shorten(done={done}, epochs={epochs}): need 0 < done < epochs")
+        knots = (*self.knots, (float(done), self.position(done)))
+        return replace(self, epochs=int(epochs), knots=knots)
 
 
 def one_cycle(progress: float, warmup: float = WARMUP_FRACTION) -> float:
@@ -159,6 +203,36 @@ def budget_seconds(n_train: int, n_modalities: int, time_budget: float = 1.0) ->
     :func:`full_budget_seconds` of the training cells), times ``time_budget`` (the ``train``
     setting: 1 is the default budget)."""
     return BUDGET_SHARE * full_budget_seconds(n_train, n_modalities) * float(time_budget)
+
+
+#: the time guard of automatic-length runs (``train(time_guard=True)``): after this many epochs
+#: it projects the run's end from their median time and, if the run would overrun its whole
+#: budget (:func:`full_budget_seconds` times ``time_budget``, at least
+#: :data:`GUARD_MIN_SECONDS`), compresses the rest of the schedule into the epochs that fit
+GUARD_AFTER_EPOCHS = 2
+GUARD_MIN_SECONDS = 10.0
+
+
+def time_limit(n_cells: int, n_modalities: int, time_budget: float = 1.0) -> float:
+    """The time guard's limit for a run on ``n_cells`` cells (training and validation): the
+    whole budget times ``time_budget``, never below :data:`GUARD_MIN_SECONDS` (a run that ends
+    within seconds is not cut)."""
+    return max(GUARD_MIN_SECONDS, full_budget_seconds(n_cells, n_modalities) * float(time_budget))
+
+
+def guarded_epochs(done: int, epochs: int, elapsed: float, per_epoch: float, limit: float,
+                   floor: int = FLOOR_EPOCHS) -> int:
+    """The epochs a run may have so that it ends within ``limit`` seconds.
+
+    ``done`` epochs have finished after ``elapsed`` seconds, epochs take ``per_epoch`` seconds,
+    ``epochs`` are planned. Returns ``epochs`` when the planned length fits; otherwise as many
+    as fit, but at least one more than ``done`` (the schedule's end: the learning rate decays
+    to nearly zero) and never fewer than ``floor`` (or ``epochs``, if fewer).
+    """
+    if done >= epochs or elapsed + per_epoch * (epochs - done) <= limit:
+        return epochs
+    fit = done + int(max(0.0, limit - elapsed) // max(per_epoch, 1e-12))
+    return int(min(epochs, max(fit, done + 1, min(floor, epochs))))
 
 
 def auto_epochs(n_train: int, n_bins: int, n_modalities: int, batch_size: int,

@@ -154,6 +154,12 @@ class TrainSettings:
         "4 lets it train about four times as long. The length still stops at what the data "
         "need (about 1,000 optimiser steps, at most 200 epochs). Small sets gain from more "
         "(docs/benchmarks.md).", min=0.0, min_open=True, widget={"min": 0.25, "max": 16.0})
+    time_guard: bool = setting(
+        True, "Keep an automatic-length run within its budget (time_budget times the default "
+        "budget, at least 10 seconds) on a slower or busier machine: when the first epochs "
+        "show that the planned length would overrun it, the rest of the learning-rate "
+        "schedule is compressed into the epochs that fit, with a warning. False: always the "
+        "planned length, the same on every machine.")
     batch_size: int | None = setting(
         None, "Cells per minibatch; None: 128, or fewer (down to 32) when the data are small, "
         "so that an epoch has at least 16 optimiser steps.", min=2, r_formal=True,

@@ -114,6 +114,7 @@ class Trainer:
                  train_indices: np.ndarray | None = None,
                  validation_indices: np.ndarray | None = None,
                  strategy: Strategy | None = None) -> None:
+        self.started = _now()  # the time guard counts from here (the optimiser's setup too)
         # the schema's checks (types, bounds); an unset seed means 0
         config = TrainSettings(**validate(TrainSettings, asdict(config)))
         if config.seed is None:
@@ -219,7 +220,7 @@ class Trainer:
 
     def _set_lr(self, epoch: int, step: int, n_steps: int) -> None:
         """The learning rate of this step: the plan's schedule at this point of the run."""
-        progress = (epoch + step / max(n_steps, 1)) / max(self.plan.epochs, 1)
+        progress = self.plan.progress(epoch + step / max(n_steps, 1))
         factor = self.plan.lr_factor(progress) * self.lr_scale
         for group, base in zip(self.optimizer.param_groups, self._base_lrs):
             group["lr"] = base * factor
@@ -279,6 +280,44 @@ class Trainer:
         # with several processes every one sees the same sums, so all restore and retry together
         return self._finish_epoch(sums, epoch)
 
+    def _guard_time(self, done: int) -> bool:
+        """The time guard after ``done`` epochs: shorten an automatic-length run that would
+        overrun its budget (:func:`schedule.guarded_epochs`); returns whether it did.
+
+        Every process of a data-parallel run reaches the same decision: the elapsed time and the
+        epoch time are averaged over them.
+        """
+        cfg, plan = self.config, self.plan
+        mine = [r["seconds"] for r in self.history[self.start_epoch:]]
+        if not (plan.auto and cfg.time_guard) or len(mine) < schedule.GUARD_AFTER_EPOCHS \
+                or done >= plan.epochs:
+            return False
+        before = sum(r.get("seconds", 0.0) for r in self.history[:self.start_epoch])
+        times = torch.tensor([_now() - self.started + before, float(np.median(mine)), 1.0],
+                             dtype=torch.float64, device=self.device)
+        elapsed, per_epoch, n = self.strategy.reduce(times).tolist()
+        elapsed, per_epoch = elapsed / n, per_epoch / n
+        n_cells, n_mod = len(self.train_idx) + len(self.val_idx), self.source.n_modalities
+        limit = schedule.time_limit(n_cells, n_mod, cfg.time_budget)
+        epochs = schedule.guarded_epochs(done, plan.epochs, elapsed, per_epoch, limit,
+                                         min(schedule.FLOOR_EPOCHS, plan.planned_epochs))
+        if epochs >= plan.epochs:
+            return False
+        self.plan = plan.shorten(done, epochs)
+        if self.is_main:
+            projected = elapsed + per_epoch * (plan.epochs - done)
+            # the time_budget that would fit the planned length, rounded up to a quarter
+            need = math.ceil(projected / schedule.full_budget_seconds(n_cells, n_mod) * 4) / 4
+            warnings.warn(
+                f"training shortened from {plan.epochs} to {epochs} epochs to stay within its "
+                f"time budget of {limit:.0f} s: epochs take {per_epoch:.2g} s here, so the "
+                f"planned length would have ended after about {projected:.0f} s (this machine "
+                "is slower or busier than the one the length was estimated for). The rest of "
+                "the learning-rate schedule was compressed, not cut off. To train the planned "
+                f"length, pass time_budget={need:g} or time_guard=False (the same length on "
+                "every machine).", stacklevel=2)
+        return True
+
     # ------------------------------------------------------------------ the loop
     def fit(self) -> list[dict]:
         """Train; returns the history (one dict per epoch)."""
@@ -310,13 +349,12 @@ class Trainer:
         # after a resume too: a new value, or a checkpoint of a version that decayed the offsets
         set_weight_decay(self.optimizer, cfg.weight_decay)
         good = self._snapshot()
-        n_epochs = self.plan.epochs
-        bar = tqdm(total=n_epochs, initial=self.start_epoch, disable=not cfg.progress,
+        bar = tqdm(total=self.plan.epochs, initial=self.start_epoch, disable=not cfg.progress,
                    desc="training", unit="epoch", dynamic_ncols=True)
         epoch = self.start_epoch
         try:
-            while epoch < n_epochs:
-                t0 = time.perf_counter()
+            while epoch < self.plan.epochs:
+                t0 = _now()
                 try:
                     row = self._train_epoch(epoch)
                 except _NonFinite as err:
@@ -341,7 +379,7 @@ class Trainer:
                     row.update(self._evaluate())
                 row["epoch"] = epoch + 1
                 row["lr"] = self.optimizer.param_groups[0]["lr"]
-                row["seconds"] = time.perf_counter() - t0
+                row["seconds"] = _now() - t0
                 self.history.append(row)
                 good = self._snapshot()
                 score = row.get("validation_loss", row["train_loss"])
@@ -353,11 +391,13 @@ class Trainer:
                 else:
                     self.bad_epochs += 1
                 epoch += 1
+                if self._guard_time(epoch):
+                    bar.total = self.plan.epochs
                 bar.update(1)
                 bar.set_postfix(loss=f"{row['train_loss']:.1f}",
                                 val=f"{row.get('validation_loss', float('nan')):.1f}")
                 if cfg.checkpoint_dir and self.is_main and (
-                        epoch % max(1, cfg.checkpoint_every) == 0 or epoch == n_epochs):
+                        epoch % max(1, cfg.checkpoint_every) == 0 or epoch == self.plan.epochs):
                     save_checkpoint(self, cfg.checkpoint_dir, epoch)
                 if self.callback is not None:
                     self.callback(epoch, dict(row))
@@ -462,6 +502,11 @@ class Strategy:
         return {}
 
 
+def _now() -> float:
+    """The clock of epoch times and the time guard (one place, so tests can replace it)."""
+    return time.perf_counter()
+
+
 class _NonFinite(Exception):
     def __init__(self, epoch: int) -> None:
         super().__init__(f"non-finite loss at epoch {epoch + 1}")
@@ -522,6 +567,9 @@ def save_checkpoint(trainer: Trainer, directory: str | os.PathLike, epoch: int) 
         "train_indices": trainer.train_idx.tolist(), "validation_indices": trainer.val_idx.tolist(),
         "config": asdict(trainer.config),
         "fingerprint": run_fingerprint(trainer),
+        # a run the time guard shortened resumes on its shortened schedule
+        "plan": {"epochs": trainer.plan.epochs, "planned_epochs": trainer.plan.planned_epochs,
+                 "knots": [list(k) for k in trainer.plan.knots]},
     }
     write_json(d / f"{stem}.json", meta)
     write_json(d / "latest.json", {"format": CHECKPOINT_FORMAT, "stem": stem, "epoch": epoch})
@@ -580,15 +628,26 @@ def load_checkpoint(trainer: Trainer, directory: str | os.PathLike) -> bool:
     trainer.lr_lowered = meta["lr_lowered"]
     trainer.lr_scale = 0.1 if trainer.lr_lowered else 1.0
     trainer.start_epoch = int(meta["epoch"])
+    _resume_plan(trainer, meta.get("plan"))
     _use_split(trainer, meta, d)
     _apply_changes(trainer, changes)
     return True
 
 
+def _resume_plan(trainer: Trainer, saved: dict | None) -> None:
+    """Continue a run the time guard shortened on its shortened schedule (when the resumed run
+    plans the same automatic length; a new ``max_epochs`` or budget plans anew)."""
+    plan = trainer.plan
+    if (saved and plan.auto and int(saved["planned_epochs"]) == plan.planned_epochs
+            and int(saved["epochs"]) < plan.epochs and saved["knots"]):
+        trainer.plan = replace(plan, epochs=int(saved["epochs"]),
+                               knots=tuple((float(e), float(p)) for e, p in saved["knots"]))
+
+
 # ---------------------------------------------------------------------- same run on resume
 #: training settings that may change on resume without changing the run's numbers
 #: (``max_epochs``: a finished run may be continued for longer)
-RESUME_FREE_SETTINGS = frozenset({"max_epochs", "device", "progress", "n_threads",
+RESUME_FREE_SETTINGS = frozenset({"max_epochs", "device", "progress", "n_threads", "time_guard",
                                   "checkpoint_dir", "checkpoint_every", "resume",
                                   "resume_allow_changes"})
 #: settings a resumed run applies when they changed (with ``resume_allow_changes``); the others

@@ -40,6 +40,33 @@ def test_fresh_timing_runs_each_dataset_in_a_new_process_and_writes_shares(tmp_p
     assert summary["largest_budget_share"] == max(r["budget_share"] for r in rows)
 
 
+def test_fresh_timing_on_a_busier_machine_without_the_guard_and_scored(tmp_path):
+    out = tmp_path / "timing.json"
+    run = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "fresh_timing.py"), "--datasets", "simulator",
+         "--rounds", "1", "--threads", "1", "--sim-cells", "64", "--max-bins", "300",
+         "--busy", "1", "--no-time-guard", "--score", "--out", str(out)],
+        capture_output=True, text=True, timeout=600, check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
+    (r,) = json.loads(out.read_text())["runs"]
+    assert r["busy"] == 1 and r["time_guard"] is False and r["shortened"] is False
+    assert r["planned_epochs"] == r["epochs"]
+    assert isinstance(r["ari"], float) and -1.0 <= r["ari"] <= 1.0
+
+
+def test_busy_processes_keep_cores_busy_until_killed():
+    from fresh_timing import busy_processes
+
+    hogs = busy_processes(2)
+    try:
+        assert len(hogs) == 2 and all(h.poll() is None for h in hogs)
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+    assert all(h.returncode is not None for h in hogs)
+
+
 def test_fresh_timing_names_the_dataset_that_failed(tmp_path):
     run = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "fresh_timing.py"), "--datasets", "nosuchset",

@@ -50,6 +50,8 @@ test_that("arguments passed through ... are renamed and checked", {
   )
   expect_identical(dots(list(batch.size = 256), "embed"), list(batch_size = 256L))
   expect_identical(dots(list(time.budget = 4)), list(time_budget = 4))
+  expect_identical(dots(list(time.guard = FALSE)), list(time_guard = FALSE))
+  expect_error(dots(list(time.guard = NA)), "`time.guard` must be TRUE or FALSE")
   expect_identical(dots(list(loadings.start = "lsi")), list(loadings_start = "lsi"))
   expect_identical(dots(list(tie.loadings = TRUE)), list(tie_loadings = TRUE))
   expect_error(dots(list(tie.loadings = "yes")), "`tie.loadings` must be TRUE or FALSE or NULL")
