@@ -205,10 +205,11 @@ def budget_seconds(n_train: int, n_modalities: int, time_budget: float = 1.0) ->
     return BUDGET_SHARE * full_budget_seconds(n_train, n_modalities) * float(time_budget)
 
 
-#: the time guard of automatic-length runs (``train(time_guard=True)``): after this many epochs
-#: it projects the run's end from their median time and, if the run would overrun its whole
-#: budget (:func:`full_budget_seconds` times ``time_budget``, at least
-#: :data:`GUARD_MIN_SECONDS`), compresses the rest of the schedule into the epochs that fit
+#: the time guard of automatic-length runs (``train(time_guard=True)``): once this many epochs
+#: after the first (a warm-up) have run, it projects the run's end from their median time after
+#: every epoch and, if the run would overrun its whole budget (:func:`full_budget_seconds` times
+#: ``time_budget``, at least :data:`GUARD_MIN_SECONDS`), compresses the rest of the schedule into
+#: the epochs that fit
 GUARD_AFTER_EPOCHS = 2
 GUARD_MIN_SECONDS = 10.0
 

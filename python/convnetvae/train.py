@@ -288,12 +288,13 @@ class Trainer:
         epoch time are averaged over them.
         """
         cfg, plan = self.config, self.plan
-        mine = [r["seconds"] for r in self.history[self.start_epoch:]]
-        if not (plan.auto and cfg.time_guard) or len(mine) < schedule.GUARD_AFTER_EPOCHS \
+        # this process's epochs after its first (which warms up: 1.3-1.5x a later one)
+        steady = [r["seconds"] for r in self.history[self.start_epoch + 1:]]
+        if not (plan.auto and cfg.time_guard) or len(steady) < schedule.GUARD_AFTER_EPOCHS \
                 or done >= plan.epochs:
             return False
         before = sum(r.get("seconds", 0.0) for r in self.history[:self.start_epoch])
-        times = torch.tensor([_now() - self.started + before, float(np.median(mine)), 1.0],
+        times = torch.tensor([_now() - self.started + before, float(np.median(steady)), 1.0],
                              dtype=torch.float64, device=self.device)
         elapsed, per_epoch, n = self.strategy.reduce(times).tolist()
         elapsed, per_epoch = elapsed / n, per_epoch / n
