@@ -54,11 +54,11 @@ class Plan:
         Epochs over which the KL weight rises linearly to 1 (0: the full weight from the start).
     planned_epochs
         The length the schedule was planned for (0: :attr:`epochs`); larger than :attr:`epochs`
-        when the time guard shortened the run (:meth:`shorten`).
+        when the time guard shortened the run (:meth:`resize`).
     knots
-        Where the run was shortened: ``(epoch, position)`` pairs, the run's epoch and the
-        position in the planned schedule (in planned epochs) it had reached there; from each
-        knot on the rest of the schedule is compressed into the remaining epochs.
+        Where the time guard re-planned the run: ``(epoch, position)`` pairs, the run's epoch
+        and the position in the planned schedule (in planned epochs) it had reached there; from
+        each knot on the rest of the schedule is fitted into the remaining epochs.
     """
 
     epochs: int
@@ -111,12 +111,14 @@ class Plan:
             return 1.0
         return one_cycle(progress)
 
-    def shorten(self, done: int, epochs: int) -> Plan:
-        """This plan ending after ``epochs`` epochs instead, the first ``done`` as they were:
-        the rest of the planned schedule (learning rate and KL warm-up) is compressed into
-        epochs ``done`` to ``epochs``, so the run still ends where the schedule ends."""
-        if not 0 < done < epochs:
-            raise ValueError(f"shorten(done={done}, epochs={epochs}): need 0 < done < epochs")
+    def resize(self, done: int, epochs: int) -> Plan:
+        """This plan ending after ``epochs`` epochs instead (at most :attr:`planned_epochs`),
+        the first ``done`` as they were: the rest of the planned schedule (learning rate and KL
+        warm-up) is fitted into epochs ``done`` to ``epochs``, so the run still ends where the
+        schedule ends."""
+        if not 0 < done < epochs <= self.planned_epochs:
+            raise ValueError(f"resize(done={done}, epochs={epochs}): need 0 < done < epochs <= "
+                             f"the planned {self.planned_epochs}")
         knots = (*self.knots, (float(done), self.position(done)))
         return replace(self, epochs=int(epochs), knots=knots)
 
@@ -207,9 +209,10 @@ def budget_seconds(n_train: int, n_modalities: int, time_budget: float = 1.0) ->
 
 #: the time guard of automatic-length runs (``train(time_guard=True)``): once this many epochs
 #: after the first (a warm-up) have run, it projects the run's end from their median time after
-#: every epoch and, if the run would overrun its whole budget (:func:`full_budget_seconds` times
-#: ``time_budget``, at least :data:`GUARD_MIN_SECONDS`), compresses the rest of the schedule into
-#: the epochs that fit
+#: every epoch and, if the planned length would overrun its whole budget
+#: (:func:`full_budget_seconds` times ``time_budget``, at least :data:`GUARD_MIN_SECONDS`),
+#: compresses the rest of the schedule into the epochs that fit (re-planned after every epoch:
+#: fewer when epochs get slower, more, up to the planned length, when they get faster)
 GUARD_AFTER_EPOCHS = 2
 GUARD_MIN_SECONDS = 10.0
 
@@ -226,7 +229,7 @@ def guarded_epochs(done: int, epochs: int, elapsed: float, per_epoch: float, lim
     """The epochs a run may have so that it ends within ``limit`` seconds.
 
     ``done`` epochs have finished after ``elapsed`` seconds, epochs take ``per_epoch`` seconds,
-    ``epochs`` are planned. Returns ``epochs`` when the planned length fits; otherwise as many
+    ``epochs`` were planned. Returns ``epochs`` when the planned length fits; otherwise as many
     as fit, but at least one more than ``done`` (the schedule's end: the learning rate decays
     to nearly zero) and never fewer than ``floor`` (or ``epochs``, if fewer).
     """

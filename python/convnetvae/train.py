@@ -166,6 +166,7 @@ class Trainer:
         self.lr_lowered = False
         self.resume_changes: dict[str, dict] = {}  # what differs from the resumed checkpoint
         self._fingerprint: dict | None = None
+        self._guard_note: dict | None = None  # the time guard's last re-plan, for its warning
         self.net: torch.nn.Module = module  # what the steps run (a strategy may wrap the module)
         self.strategy.setup(self)
 
@@ -281,8 +282,9 @@ class Trainer:
         return self._finish_epoch(sums, epoch)
 
     def _guard_time(self, done: int) -> bool:
-        """The time guard after ``done`` epochs: shorten an automatic-length run that would
-        overrun its budget (:func:`schedule.guarded_epochs`); returns whether it did.
+        """The time guard after ``done`` epochs: re-plan an automatic-length run whose planned
+        length would overrun its budget to the epochs that fit (:func:`schedule.guarded_epochs`;
+        more again, up to the planned length, when epochs got faster); returns whether it did.
 
         Every process of a data-parallel run reaches the same decision: the elapsed time and the
         epoch time are averaged over them.
@@ -300,24 +302,32 @@ class Trainer:
         elapsed, per_epoch = elapsed / n, per_epoch / n
         n_cells, n_mod = len(self.train_idx) + len(self.val_idx), self.source.n_modalities
         limit = schedule.time_limit(n_cells, n_mod, cfg.time_budget)
-        epochs = schedule.guarded_epochs(done, plan.epochs, elapsed, per_epoch, limit,
+        epochs = schedule.guarded_epochs(done, plan.planned_epochs, elapsed, per_epoch, limit,
                                          min(schedule.FLOOR_EPOCHS, plan.planned_epochs))
-        if epochs >= plan.epochs:
+        if epochs == plan.epochs:
             return False
-        self.plan = plan.shorten(done, epochs)
-        if self.is_main:
-            projected = elapsed + per_epoch * (plan.epochs - done)
-            # the time_budget that would fit the planned length, rounded up to a quarter
-            need = math.ceil(projected / schedule.full_budget_seconds(n_cells, n_mod) * 4) / 4
-            warnings.warn(
-                f"training shortened from {plan.epochs} to {epochs} epochs to stay within its "
-                f"time budget of {limit:.0f} s: epochs take {per_epoch:.2g} s here, so the "
-                f"planned length would have ended after about {projected:.0f} s (this machine "
-                "is slower or busier than the one the length was estimated for). The rest of "
-                "the learning-rate schedule was compressed, not cut off. To train the planned "
-                f"length, pass time_budget={need:g} or time_guard=False (the same length on "
-                "every machine).", stacklevel=2)
+        self.plan = plan.resize(done, epochs)
+        projected = elapsed + per_epoch * (plan.planned_epochs - done)
+        self._guard_note = {"limit": limit, "per_epoch": per_epoch, "projected": projected,
+                            # the time_budget that fits the planned length, up to a quarter
+                            "need": math.ceil(projected / schedule.full_budget_seconds(
+                                n_cells, n_mod) * 4) / 4}
         return True
+
+    def _warn_shortened(self) -> None:
+        """Say once, after the run, that the time guard shortened it, why, and how not to."""
+        note, plan = self._guard_note, self.plan
+        if note is None or not plan.shortened or not self.is_main:
+            return
+        warnings.warn(
+            f"training shortened from {plan.planned_epochs} to {plan.epochs} epochs to stay "
+            f"within its time budget of {note['limit']:.0f} s: epochs took "
+            f"{note['per_epoch']:.2g} s here, so the planned length would have ended after "
+            f"about {note['projected']:.0f} s (this machine is slower or busier than the one "
+            "the length was estimated for). The rest of the learning-rate schedule was "
+            "compressed, not cut off. To train the planned length, pass "
+            f"time_budget={note['need']:g} or time_guard=False (the same length on every "
+            "machine).", stacklevel=2)
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> list[dict]:
@@ -410,6 +420,7 @@ class Trainer:
             self.interrupted = True
         finally:
             bar.close()
+        self._warn_shortened()
         if self.early_stopping and self.val_loader is not None and self.best_state is not None:
             self.module.load_state_dict(self.best_state)
         elif self.interrupted and self.history:
@@ -636,11 +647,11 @@ def load_checkpoint(trainer: Trainer, directory: str | os.PathLike) -> bool:
 
 
 def _resume_plan(trainer: Trainer, saved: dict | None) -> None:
-    """Continue a run the time guard shortened on its shortened schedule (when the resumed run
-    plans the same automatic length; a new ``max_epochs`` or budget plans anew)."""
+    """Continue a run the time guard re-planned on its re-planned schedule (when the resumed
+    run plans the same automatic length; a new ``max_epochs`` or budget plans anew)."""
     plan = trainer.plan
     if (saved and plan.auto and int(saved["planned_epochs"]) == plan.planned_epochs
-            and int(saved["epochs"]) < plan.epochs and saved["knots"]):
+            and saved["knots"]):
         trainer.plan = replace(plan, epochs=int(saved["epochs"]),
                                knots=tuple((float(e), float(p)) for e, p in saved["knots"]))
 

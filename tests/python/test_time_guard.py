@@ -94,7 +94,7 @@ def test_time_limit_is_the_whole_budget_over_all_cells_with_a_floor():
 def test_a_shortened_plan_continues_the_schedule_and_ends_where_it_ends():
     plan = schedule.plan(1000, 5000, 1, 128, 20, None, "onecycle", kl_warmup_epochs=None)
     assert not plan.shortened and plan.position(7.5) == 7.5 and plan.planned_epochs == 20
-    short = plan.shorten(4, 10)
+    short = plan.resize(4, 10)
     assert short.shortened and (short.epochs, short.planned_epochs) == (10, 20)
     for e in (0.0, 2.5, 4.0):  # the epochs done are unchanged
         assert short.progress(e) == pytest.approx(plan.progress(e))
@@ -105,11 +105,14 @@ def test_a_shortened_plan_continues_the_schedule_and_ends_where_it_ends():
     # the KL warm-up (the first 10 planned epochs) is compressed with the rest
     assert plan.kl_weight(6) < 1.0 and short.kl_weight(6) == 1.0
     # shortened again: the first shortening is kept up to the second one
-    again = short.shorten(6, 8)
+    again = short.resize(6, 8)
     assert again.position(5) == pytest.approx(short.position(5))
     assert again.progress(8) == pytest.approx(1.0)
+    assert short.resize(6, 20).progress(20) == pytest.approx(1.0)  # back to the planned length
     with pytest.raises(ValueError, match="need 0 < done < epochs"):
-        plan.shorten(10, 10)
+        plan.resize(10, 10)
+    with pytest.raises(ValueError, match="the planned 20"):
+        plan.resize(4, 21)
 
 
 # ---------------------------------------------------------------------------- in training
@@ -150,6 +153,23 @@ def test_a_run_within_its_budget_and_an_unguarded_run_train_the_planned_length(s
     assert _train(m, time_budget=2) == [] and len(m.history_) == PLANNED
 
 
+def test_a_run_grows_back_to_what_fits_when_epochs_get_faster(small_adata, slow):
+    clock = slow(1.0)  # shortened to 10 epochs after the third
+
+    def faster_after_3(epoch, row):
+        if epoch == 3:
+            clock.per_step = 0.1  # then 0.5 s per epoch
+
+    m = _model(small_adata)
+    m.train(batch_size=64, progress=False, callback=faster_after_3)
+    plan = m.trainer_.plan
+    # re-planned after every epoch from the fourth (10 -> 11 -> 18 -> 20 epochs); after the
+    # sixth the median epoch is 0.5 s: 16.5 s + 14 x 0.5 s fits the 54 s
+    assert (plan.epochs, len(m.history_), plan.shortened) == (PLANNED, PLANNED, False)
+    assert [k[0] for k in plan.knots] == [3.0, 4.0, 5.0, 6.0]
+    assert m.history_[-1]["lr"] < 0.01 * schedule.ONE_CYCLE_LR
+
+
 def test_a_slow_first_epoch_is_not_taken_for_the_machine_s_speed(small_adata, slow):
     clock = slow(0.4)  # 2 s per epoch: 40 s of 54
     clock.slow_steps, clock.slow_extra = STEPS, 1.6  # but the first epoch takes 10 s
@@ -180,7 +200,8 @@ def test_a_shortened_run_resumes_on_its_shortened_schedule(small_adata, slow, tm
     part.train(batch_size=64, progress=False, checkpoint_dir=tmp_path, callback=stop_after_4,
                stop_event=stop)
     assert part.trainer_.interrupted and part.trainer_.plan.epochs == 10
-    slow(0.001)  # resumed on a fast machine: it keeps the shortened plan, not the planned 20
+    # resumed: the shortened plan, not the planned 20 (re-planned from epoch 7 on, the
+    # schedule would differ from the whole run's)
     resumed = _model(small_adata)
     assert _train(resumed, checkpoint_dir=tmp_path, resume=True) == []
     assert resumed.trainer_.plan == whole.trainer_.plan and len(resumed.history_) == 10
@@ -188,22 +209,22 @@ def test_a_shortened_run_resumes_on_its_shortened_schedule(small_adata, slow, tm
                                whole.get_latent_representation(), atol=1e-5)
 
 
-class _SlowerSecondRank(Strategy):
-    """One process standing in for two ranks: the other rank's epochs take 9 s (this one's 5)."""
+class _LaterSecondRank(Strategy):
+    """One process standing in for two ranks: the other rank started 10 s earlier."""
 
     def reduce(self, sums: torch.Tensor) -> torch.Tensor:
         if sums.numel() == 3:  # the time guard's (elapsed, epoch time, 1)
-            return sums + sums.new_tensor([18.0, 9.0, 1.0])  # the other rank
+            return sums * 2 + sums.new_tensor([10.0, 0.0, 0.0])
         return sums
 
 
 def test_data_parallel_ranks_decide_on_their_mean_times(small_adata, slow):
     slow(1.0)
     m = _model(small_adata)
-    said = _train(m, strategy=_SlowerSecondRank())
-    # after 3 epochs (the guard's first look): this rank 15 s and 5 s per epoch, the other 18 s
-    # and 9 s; mean 16.5 s and 7 s per epoch, limit 54 s: 3 + 37.5 // 7 = 8 epochs
-    assert m.trainer_.plan.epochs == 8 and len(m.history_) == 8 and len(said) == 1
+    said = _train(m, strategy=_LaterSecondRank())
+    # after 3 epochs (the guard's first look) this rank has run 15 s, the other 25 s: a mean of
+    # 20 s, 5 s per epoch, limit 54 s: 3 + 34 // 5 = 9 epochs (this rank alone: 10)
+    assert m.trainer_.plan.epochs == 9 and len(m.history_) == 9 and len(said) == 1
 
 
 def test_the_guard_is_a_setting_of_every_front_end():
