@@ -77,6 +77,8 @@ def test_guarded_epochs_keeps_what_fits_and_shortens_what_does_not():
     # 20 planned, 2 done after 10 s, 5 s per epoch: 100 s in all
     assert schedule.guarded_epochs(2, 20, 10.0, 5.0, 100.0) == 20
     assert schedule.guarded_epochs(2, 20, 10.0, 5.0, 54.0) == 10  # 10 + 8 x 5 = 50 s
+    # a re-planned run aims at 95 % of the limit: 10 + 7 x 5 = 45 s <= 49.4 s, 8 x 5 would not
+    assert schedule.guarded_epochs(2, 20, 10.0, 5.0, 52.0) == 9
     # no time left: still one more epoch (the schedule's end), never below the floor
     assert schedule.guarded_epochs(8, 20, 60.0, 5.0, 54.0) == 9
     assert schedule.guarded_epochs(2, 20, 60.0, 5.0, 54.0) == schedule.FLOOR_EPOCHS
