@@ -15,7 +15,10 @@ overhead (``fit``; ``schedule.COST_*`` hold the coefficients in use).
         --out benchmarks/results/fresh_timing/fresh_timing.json
 
 Run it on an otherwise idle machine: the values are wall-clock seconds. The datasets are
-``benchmarks/quality.py``'s (the real ones need ``../shared/data``).
+``benchmarks/quality.py``'s (the real ones need ``../shared/data``). ``--busy N`` keeps N other
+processes busy during every run (a busier machine), ``--no-time-guard`` trains the planned
+length (``train(time_guard=False)``), ``--score`` adds each run's best Louvain ARI of all cells
+(computed after the timing); each run records its planned and trained epochs.
 """
 
 from __future__ import annotations

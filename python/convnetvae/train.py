@@ -290,7 +290,7 @@ class Trainer:
         epoch time are averaged over them.
         """
         cfg, plan = self.config, self.plan
-        # this process's epochs after its first (which warms up: 1.3-1.5x a later one)
+        # this process's epochs after its first (which warms up: up to 1.9x a later one)
         steady = [r["seconds"] for r in self.history[self.start_epoch + 1:]]
         if not (plan.auto and cfg.time_guard) or len(steady) < schedule.GUARD_AFTER_EPOCHS \
                 or done >= plan.epochs:
