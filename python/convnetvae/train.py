@@ -579,7 +579,7 @@ def save_checkpoint(trainer: Trainer, directory: str | os.PathLike, epoch: int) 
         "train_indices": trainer.train_idx.tolist(), "validation_indices": trainer.val_idx.tolist(),
         "config": asdict(trainer.config),
         "fingerprint": run_fingerprint(trainer),
-        # a run the time guard shortened resumes on its shortened schedule
+        # a run the time guard re-planned resumes on its re-planned schedule
         "plan": {"epochs": trainer.plan.epochs, "planned_epochs": trainer.plan.planned_epochs,
                  "knots": [list(k) for k in trainer.plan.knots]},
     }
