@@ -51,6 +51,7 @@ def run_once(name: str, data: Path, max_bins: int, sim_cells: int, seed: int,
     import convnetvae as cv  # noqa: I001 - before torch, as in a user's session
     import numpy as np
     from convnetvae import schedule
+    from curves import _best_ari
     from quality import load_dataset
 
     adata, labels_key, batch_key = load_dataset(name, data, max_bins, sim_cells)
@@ -94,12 +95,6 @@ def run_once(name: str, data: Path, max_bins: int, sim_cells: int, seed: int,
             "torch_dynamo_loaded_before": dynamo_before,
             "threads": int(os.environ.get("OMP_NUM_THREADS", "0")) or None,
             "load_average": os.getloadavg()[0]}
-
-
-def _best_ari(z, labels) -> float:
-    from curves import _best_ari as best
-
-    return best(z, labels)
 
 
 def busy_processes(n: int) -> list[subprocess.Popen]:

@@ -88,8 +88,8 @@ class Plan:
         """Where in the planned schedule the run is at ``epoch`` (fractional, 0-based), in
         planned epochs: ``epoch`` itself unless the run was shortened, then piecewise linear
         through :attr:`knots` to :attr:`planned_epochs` at :attr:`epochs`."""
-        if not self.knots:
-            return float(epoch) * self.planned_epochs / max(self.epochs, 1)
+        if not self.knots:  # never re-planned: the planned length
+            return float(epoch)
         xs = [0.0, *(k[0] for k in self.knots), float(self.epochs)]
         ys = [0.0, *(k[1] for k in self.knots), float(self.planned_epochs)]
         return float(np.interp(float(epoch), xs, ys))
@@ -119,7 +119,7 @@ class Plan:
         if not 0 < done < epochs <= self.planned_epochs:
             raise ValueError(f"resize(done={done}, epochs={epochs}): need 0 < done < epochs <= "
                              f"the planned {self.planned_epochs}")
-        knots = (*self.knots, (float(done), self.position(done)))
+        knots = (*self.knots, (done, self.position(done)))
         return replace(self, epochs=int(epochs), knots=knots)
 
 

@@ -652,8 +652,7 @@ def _resume_plan(trainer: Trainer, saved: dict | None) -> None:
     plan = trainer.plan
     if (saved and plan.auto and int(saved["planned_epochs"]) == plan.planned_epochs
             and saved["knots"]):
-        trainer.plan = replace(plan, epochs=int(saved["epochs"]),
-                               knots=tuple((float(e), float(p)) for e, p in saved["knots"]))
+        trainer.plan = replace(plan, epochs=int(saved["epochs"]), knots=saved["knots"])
 
 
 # ---------------------------------------------------------------------- same run on resume
