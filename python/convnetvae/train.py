@@ -281,6 +281,18 @@ class Trainer:
         # with several processes every one sees the same sums, so all restore and retry together
         return self._finish_epoch(sums, epoch)
 
+    def elapsed(self) -> float:
+        """Seconds since this trainer was built (the clock the time guard counts on)."""
+        return _now() - self.started
+
+    def guard_limit(self) -> float | None:
+        """Seconds the time guard holds this run to (:func:`schedule.time_limit` over all its
+        cells), or ``None`` when it does not act: a given ``max_epochs`` or ``time_guard=False``."""
+        if not (self.plan.auto and self.config.time_guard):
+            return None
+        return schedule.time_limit(len(self.train_idx) + len(self.val_idx),
+                                   self.source.n_modalities, self.config.time_budget)
+
     def _guard_time(self, done: int) -> bool:
         """The time guard after ``done`` epochs: re-plan an automatic-length run whose planned
         length would overrun its budget to the epochs that fit (:func:`schedule.guarded_epochs`;
@@ -289,19 +301,17 @@ class Trainer:
         Every process of a data-parallel run reaches the same decision: the elapsed time and the
         epoch time are averaged over them.
         """
-        cfg, plan = self.config, self.plan
+        plan, limit = self.plan, self.guard_limit()
         # this process's epochs after its first (which warms up: up to 1.9x a later one)
         steady = [r["seconds"] for r in self.history[self.start_epoch + 1:]]
-        if not (plan.auto and cfg.time_guard) or len(steady) < schedule.GUARD_AFTER_EPOCHS \
-                or done >= plan.epochs:
+        if limit is None or len(steady) < schedule.GUARD_AFTER_EPOCHS or done >= plan.epochs:
             return False
         before = sum(r.get("seconds", 0.0) for r in self.history[:self.start_epoch])
-        times = torch.tensor([_now() - self.started + before, float(np.median(steady)), 1.0],
+        times = torch.tensor([self.elapsed() + before, float(np.median(steady)), 1.0],
                              dtype=torch.float64, device=self.device)
         elapsed, per_epoch, n = self.strategy.reduce(times).tolist()
         elapsed, per_epoch = elapsed / n, per_epoch / n
         n_cells, n_mod = len(self.train_idx) + len(self.val_idx), self.source.n_modalities
-        limit = schedule.time_limit(n_cells, n_mod, cfg.time_budget)
         epochs = schedule.guarded_epochs(done, plan.planned_epochs, elapsed, per_epoch, limit,
                                          min(schedule.FLOOR_EPOCHS, plan.planned_epochs))
         if epochs == plan.epochs:
@@ -319,13 +329,18 @@ class Trainer:
         note, plan = self._guard_note, self.plan
         if note is None or not plan.shortened or not self.is_main:
             return
+        # what the re-plan compressed: a constant learning rate has nothing to compress, and a
+        # KL warm-up only if it was not over when the run was first re-planned
+        parts = (["learning-rate schedule"] if plan.schedule != "constant" else []) + (
+            ["KL warm-up"] if plan.knots[0][1] < plan.kl_warmup_epochs else [])
+        what = (f"The rest of the {' and the '.join(parts)} "
+                f"{'were' if len(parts) > 1 else 'was'} compressed, not cut off. " if parts else "")
         warnings.warn(
             f"training shortened from {plan.planned_epochs} to {plan.epochs} epochs to stay "
             f"within its time budget of {note['limit']:.0f} s: epochs took "
             f"{note['per_epoch']:.2g} s here, so the planned length would have ended after "
             f"about {note['projected']:.0f} s (this machine is slower or busier than the one "
-            "the length was estimated for). The rest of the learning-rate schedule was "
-            "compressed, not cut off. To train the planned length, pass "
+            f"the length was estimated for). {what}To train the planned length, pass "
             f"time_budget={note['need']:g} or time_guard=False (the same length on every "
             "machine).", stacklevel=2)
 

@@ -126,3 +126,34 @@ def test_run_and_adapt_through_the_bridge(tmp_path):
     assert any("adapting the model to the new batches ['s3']" in s for s in shown)
     z = np.frombuffer(bytes(out["embedding"]["data"]), dtype="<f8")
     assert z.size == 60 * 4 and np.isfinite(z).all()
+
+
+def _timing_trainer(auto: bool, time_guard: bool, limit: float, elapsed: float):
+    """What TimingStrategy reads of a trainer: 20 epochs of 10 steps, 200 validation cells."""
+    from types import SimpleNamespace
+
+    plan = SimpleNamespace(steps_per_epoch=10, epochs=20, auto=auto)
+    cfg = SimpleNamespace(batch_size=64, time_guard=time_guard)
+    return SimpleNamespace(
+        plan=plan, config=cfg, val_idx=np.arange(200), start_epoch=0, early_stopping=False,
+        guard_limit=lambda: limit if (auto and time_guard) else None,
+        elapsed=lambda: elapsed)
+
+
+def test_the_time_estimate_says_when_the_time_guard_will_shorten_the_run():
+    from convnetvae.r.report import TimingStrategy
+
+    said: list[str] = []
+    # 0.1 s per step: 10 steps + a third of 200/256 x 256/64 validation steps = 1.10 s per
+    # epoch, 22.1 s for 20 epochs
+    TimingStrategy(said.append)._report(_timing_trainer(True, True, 60.0, 2.0), 0.1, 0)
+    assert "estimated training time 22 s for 20 epochs" in said[-1]
+    assert "time guard" not in said[-1]  # 2 + 22.1 s fits the 60 s
+    TimingStrategy(said.append)._report(_timing_trainer(True, True, 20.0, 2.0), 0.1, 0)
+    assert ("That is more than the run's time budget of 20 s: if the epochs stay this slow, "
+            "the time guard shortens the training to the epochs that fit "
+            "(time_guard=False trains all 20).") in said[-1]
+    assert "time.guard = FALSE trains all 20" in r_names(said[-1])
+    for auto, guard in ((False, True), (True, False)):  # a given length / the guard off
+        TimingStrategy(said.append)._report(_timing_trainer(auto, guard, 20.0, 2.0), 0.1, 0)
+        assert "time guard" not in said[-1]

@@ -138,6 +138,20 @@ def test_a_run_that_would_overrun_its_budget_is_shortened_with_a_warning(small_a
     assert np.isfinite(m.get_latent_representation()).all()
 
 
+def test_the_warning_names_only_what_was_compressed(small_adata, slow):
+    slow(1.0)
+    said = _train(_model(small_adata))  # one-cycle with the KL warm-up over the first half
+    assert "rest of the learning-rate schedule and the KL warm-up were compressed" in said[0]
+    said = _train(_model(small_adata), lr_schedule="constant")  # no warm-up either
+    assert len(said) == 1 and "from 20 to 10 epochs" in said[0]
+    assert "compressed" not in said[0] and "learning-rate" not in said[0]
+    said = _train(_model(small_adata), lr_schedule="constant", kl_warmup_epochs=10)
+    assert "rest of the KL warm-up was compressed" in said[0]
+    # a warm-up already over when the guard first acts (after the third epoch) was not
+    said = _train(_model(small_adata), kl_warmup_epochs=2)
+    assert "rest of the learning-rate schedule was compressed" in said[0]
+
+
 def test_a_run_within_its_budget_and_an_unguarded_run_train_the_planned_length(small_adata,
                                                                               slow):
     slow(0.1)  # 0.5 s per epoch: 10 s of 54

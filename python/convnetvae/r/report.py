@@ -177,6 +177,13 @@ class TimingStrategy(Strategy):
                 if trainer.early_stopping and len(trainer.val_idx) else "")
         epochs = trainer.plan.epochs  # given, or chosen from the data
         total = epochs - trainer.start_epoch
-        self.say(f"estimated training time {duration(per_epoch * (epochs - epoch))} for "
+        left = per_epoch * (epochs - epoch)
+        limit = trainer.guard_limit()
+        guard = ""
+        if limit is not None and trainer.elapsed() + left > limit:
+            guard = (f" That is more than the run's time budget of {duration(limit)}: if the "
+                     "epochs stay this slow, the time guard shortens the training to the epochs "
+                     f"that fit (time_guard=False trains all {total}).")
+        self.say(f"estimated training time {duration(left)} for "
                  f"{total} epoch{'s' if total != 1 else ''} (about {per_epoch:.2g} s per "
-                 f"epoch from the first minibatches{stop}).")
+                 f"epoch from the first minibatches{stop}).{guard}")
