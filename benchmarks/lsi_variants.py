@@ -7,8 +7,11 @@ family itself reaches on the same cells and bins: 10 / 20 / 30 / 50 components, 
 each cell's row L2-normalised (cosine geometry), and PCA of log-normalised counts (scanpy's
 ``normalize_total`` + ``log1p`` + ``pca``, 30 components); where a dataset ships a published
 clustering of its own (Paired-Tag: IDclust's ``IDcluster``), that partition's ARI against the
-labels as well (one partition, not a resolution sweep). Not part of the test suite; the real
-sets need ../shared/data. Writes one JSON file.
+labels as well (one partition, not a resolution sweep). And a supervised reference: the ARI of
+held-out predictions of classifiers *trained on the labels* (5-fold, stratified) from the
+unscaled LSI coordinates -- what the features tell about the labels when the labels are given,
+which an unsupervised clustering is not expected to reach (:func:`supervised_ari`). Not part of
+the test suite; the real sets need ../shared/data. Writes one JSON file.
 
     .venv/bin/python benchmarks/lsi_variants.py --out benchmarks/results/lsi_variants.json
 """
@@ -88,6 +91,58 @@ def lognorm_pca(adata: ad.AnnData, modalities: list[str], n_components: int = 30
     return np.concatenate(out, axis=1)
 
 
+def supervised_ari(z: np.ndarray, labels: np.ndarray, classifier: str = "logreg",
+                   folds: int = 5, seed: int = 0) -> dict[str, float]:
+    """ARI and accuracy of cross-validated predictions of ``labels`` from ``z``.
+
+    Every cell is predicted by a classifier fitted on the other folds (stratified ``folds``-fold
+    split, shuffled with ``seed``): ``"logreg"`` is a multinomial logistic regression on the
+    standardised columns (L2, ``C = 0.1``, not tuned); ``"knn20"`` is a majority vote of the 20
+    nearest training cells (Euclidean), the neighbourhood the Louvain graph of the sweep is
+    built from. Labels with fewer cells than ``folds`` are an error (they cannot be split).
+
+    Returns ``{"ari": ..., "accuracy": ...}``.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    labels = np.asarray(labels).astype(str)
+    values, counts = np.unique(labels, return_counts=True)
+    if counts.min() < folds:
+        raise ValueError(f"label {str(values[counts.argmin()])!r} has {counts.min()} cells, fewer "
+                         f"than folds={folds}: pass fewer folds or drop that label")
+    if classifier == "logreg":
+        clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=3000))
+    elif classifier == "knn20":
+        clf = KNeighborsClassifier(n_neighbors=20)
+    else:
+        raise ValueError(f"classifier must be 'logreg' or 'knn20', not {classifier!r}")
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    pred = cross_val_predict(clf, np.asarray(z, dtype=np.float64), labels, cv=cv)
+    return {"ari": ari(labels, pred), "accuracy": float(np.mean(pred == labels))}
+
+
+def supervised_references(adata: ad.AnnData, modalities: list[str], labels: np.ndarray,
+                          folds: int = 5) -> dict[str, dict[str, float]]:
+    """:func:`supervised_ari` on the unscaled LSI coordinates (30 and 50 components, fitted on
+    all cells) with ``"logreg"``, and on 30 with ``"knn20"``. Keys
+    ``lsi<n>-unscaled:<classifier>``; each value also has ``cells``, the cells predicted: those
+    of labels with at least ``folds`` cells (a smaller label cannot be split into the folds)."""
+    labels = np.asarray(labels).astype(str)
+    values, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    keep = counts[inverse] >= folds
+    out = {}
+    for n, classifiers in ((30, ("logreg", "knn20")), (50, ("logreg",))):
+        z = LSIModel(modalities, n_components=n, scale=False).fit(adata).transform(adata)
+        for c in classifiers:
+            r = supervised_ari(z[keep], labels[keep], c, folds=folds)
+            out[f"lsi{n}-unscaled:{c}"] = {**r, "cells": int(keep.sum())}
+    return out
+
+
 def lsi_variants(adata: ad.AnnData, modalities: list[str], labels: np.ndarray,
                  components: tuple[int, ...] = (10, 20, 30, 50),
                  published: tuple[str, ...] = ()) -> dict[str, float]:
@@ -138,11 +193,15 @@ def main(argv: list[str] | None = None) -> int:
         a, labels_key, _ = load_dataset(name, root or Path("."), args.max_bins, args.sim_cells)
         mods = list(a.uns["modalities"])
         t0 = time.perf_counter()
-        scores = lsi_variants(a, mods, a.obs[labels_key].astype(str).to_numpy(),
-                              published=PUBLISHED_PARTITIONS.get(name, ()))
-        result["datasets"][name] = {"cells": a.n_obs, "bins": a.n_vars, "labels": labels_key,
-                                    "seconds": round(time.perf_counter() - t0, 1),
-                                    "best_ari": {k: round(v, 4) for k, v in scores.items()}}
+        labels = a.obs[labels_key].astype(str).to_numpy()
+        scores = lsi_variants(a, mods, labels, published=PUBLISHED_PARTITIONS.get(name, ()))
+        supervised = supervised_references(a, mods, labels)
+        result["datasets"][name] = {
+            "cells": a.n_obs, "bins": a.n_vars, "labels": labels_key,
+            "seconds": round(time.perf_counter() - t0, 1),
+            "best_ari": {k: round(v, 4) for k, v in scores.items()},
+            "supervised": {k: {s: round(float(v), 4) if s != "cells" else v for s, v in r.items()}
+                           for k, r in supervised.items()}}
         print(name, result["datasets"][name]["best_ari"], file=sys.stderr, flush=True)
     write_json(args.out, result)
     return 0

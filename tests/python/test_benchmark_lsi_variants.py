@@ -104,4 +104,36 @@ def test_main_writes_the_json(bench, tmp_path):
     sim = res["datasets"]["simulator"]
     assert sim["cells"] == 150 and sim["bins"] == 400 and sim["labels"] == "cell_type"
     assert "lsi30" in sim["best_ari"] and -1.0 <= sim["best_ari"]["lsi30"] <= 1.0
+    assert set(sim["supervised"]["lsi30-unscaled:logreg"]) == {"ari", "accuracy", "cells"}
     assert res["command"].startswith("benchmarks/lsi_variants.py --datasets simulator")
+
+
+def test_supervised_ari_finds_separable_types_and_nothing_in_shuffled_labels(bench):
+    a = _data()
+    z = bench.LSIModel(["ATAC"], n_components=10, scale=False).fit(a).transform(a)
+    labels = a.obs["cell_type"].astype(str).to_numpy()
+    for clf in ("logreg", "knn20"):
+        r = bench.supervised_ari(z, labels, clf)
+        assert r["ari"] > 0.9 and r["accuracy"] > 0.95
+        # labels that carry no information: held-out predictions are at chance
+        shuffled = a.obs["shuffled"].astype(str).to_numpy()
+        r = bench.supervised_ari(z, shuffled, clf)
+        assert abs(r["ari"]) < 0.1 and r["accuracy"] < 0.45
+    refs = bench.supervised_references(a, ["ATAC"], labels)
+    assert set(refs) == {"lsi30-unscaled:logreg", "lsi30-unscaled:knn20",
+                         "lsi50-unscaled:logreg"}
+    assert all(r["cells"] == a.n_obs for r in refs.values())
+    # a label too small for the folds is left out of the prediction, not an error
+    rare = labels.copy()
+    rare[:3] = "rare"
+    refs = bench.supervised_references(a, ["ATAC"], rare)
+    assert all(r["cells"] == a.n_obs - 3 for r in refs.values())
+
+
+def test_supervised_ari_names_what_cannot_be_split_and_unknown_classifiers(bench):
+    z = np.random.default_rng(0).normal(size=(30, 3))
+    labels = np.array(["a"] * 27 + ["rare"] * 3)
+    with pytest.raises(ValueError, match="'rare' has 3 cells, fewer than folds=5"):
+        bench.supervised_ari(z, labels)
+    with pytest.raises(ValueError, match="classifier must be 'logreg' or 'knn20', not 'svm'"):
+        bench.supervised_ari(z, np.array(["a", "b"] * 15), "svm")
