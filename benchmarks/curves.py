@@ -14,8 +14,8 @@ Called by ``benchmarks/quality.py --curves`` (which loads the datasets). For eac
 Every cell is embedded; the score is the best ARI over a Louvain resolution sweep (k = 20,
 5 starts, resolutions 0.1-2.0), as the paper. Times are wall-clock seconds of ``train()`` on this
 machine; each point also records LSI's time in the same process, so ratios stay meaningful on
-shared machines. The budget line is the issue's 1 minute per 1,000 cells (3 for three
-modalities).
+shared machines. The budget line is the issue's 1 minute per 1,000 cells and modality, up to
+three (``schedule.full_budget_seconds``).
 """
 
 from __future__ import annotations
@@ -88,9 +88,11 @@ def run_curves(name: str, a: ad.AnnData, labels_key: str, batch_key: str | None,
                fractions: list[float], seeds: list[int], models: list[str],
                log: Any = print) -> dict[str, Any]:
     """Every point of one dataset (see the module docstring)."""
+    from convnetvae.schedule import full_budget_seconds
+
     mods = list(a.uns["modalities"])
     labels = a.obs[labels_key].astype(str).to_numpy()
-    budget = (60.0 if len(mods) == 1 else 180.0) * a.n_obs / 1000.0
+    budget = full_budget_seconds(a.n_obs, len(mods))
     entry: dict[str, Any] = {"cells": a.n_obs, "bins": a.n_vars, "modalities": mods,
                              "labels_key": labels_key, "batch_key": batch_key,
                              "budget_seconds": budget, "points": []}

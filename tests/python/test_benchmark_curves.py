@@ -56,3 +56,18 @@ def test_curves_figure_tick_labels_do_not_overlap_and_one_legend_names_every_mar
     out = tmp_path / "curves.png"
     curves.plot_curves(_summary(), out)
     assert out.stat().st_size > 10_000
+
+
+def test_the_budget_line_is_the_schedule_s_budget_for_every_number_of_modalities():
+    import convnetvae as cv
+
+    curves = load_benchmark("curves")
+    # 1 minute per 1,000 cells and modality, up to three: 2 modalities get 2 minutes (the line
+    # was 3 for any number but one before)
+    for mods, want in ((("ATAC",), 6.0), (("ATAC", "H3K27ac"), 12.0),
+                       (("ATAC", "H3K27ac", "H3K27me3"), 18.0)):
+        a = cv.simulate(n_cells=100, n_bins=200, modalities=mods, n_types=2, n_batches=1,
+                        seed=0)
+        entry = curves.run_curves("sim", a, "cell_type", None, [], [0], [], log=lambda _: None)
+        assert entry["budget_seconds"] == want
+        assert [p["model"] for p in entry["points"]] == ["lsi", "lsi-unscaled"]
