@@ -6,11 +6,12 @@ cells for one modality, 3 for three). The cap comes from a cost model fitted her
     seconds per epoch = cells * (a * training FLOPs per cell + b * bins x modalities)
                         + c * optimiser steps
 
-(FLOPs of matrix products counted by torch's FlopCounterMode on one step, schedule.training_flops_per_cell; the second term is the
-element-wise work over every bin; the third the fixed cost of a step, which dominates on a few
-hundred cells). The measured time is the whole ``train()`` call, validation pass included. This script times default models on simulated data of several
-sizes, fits a, b, c by least squares and writes them with every measurement to JSON;
-``convnetvae.schedule`` holds the fitted values.
+(FLOPs of matrix products counted by torch's FlopCounterMode on one step,
+schedule.training_flops_per_cell; the second term is the element-wise work over every bin; the
+third the fixed cost of a step, which dominates on a few hundred cells). The measured time is
+the whole ``train()`` call, validation pass included. This script times default models on
+simulated data of several sizes, fits a, b, c by least squares and writes them with every
+measurement to JSON; ``convnetvae.schedule`` holds the fitted values.
 
     .venv/bin/python benchmarks/default_cost.py --out benchmarks/results/default_cost.json
 

@@ -187,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fractions", default="0.25,0.5,1,2",
                    help="--curves: training lengths as multiples of the default's")
     p.add_argument("--seeds", default="0", help="--curves: seeds of the neural models")
-    p.add_argument("--curve-models", default="default,fc-l1", help="--curves: neural models; model@f1/f2 runs one at its own fractions")
+    p.add_argument("--curve-models", default="default,fc-l1",
+                   help="--curves: neural models; model@f1/f2 runs one at its own fractions")
     p.add_argument("--folds", type=int, default=3)
     p.add_argument("--seed", type=int, default=0, help="seed of the folds and the models (k-fold runs)")
     p.add_argument("--max-bins", type=int, default=10_000, help="top-bin selection cap (paper: 25,000)")
