@@ -137,8 +137,9 @@ def test_harness_single_batch_single_label_reported_undefined(small):
 
 
 def test_harness_lsi_scores_train_and_validation(small):
-    cfg = BenchmarkConfig(models=["lsi", "lsi+shuffle", "lsi-unscaled"], labels_key="cell_type", batch_key="batch", folds=2,
-                          resolutions=[0.3, 0.6], n_starts=2, lsi_components=10)
+    cfg = BenchmarkConfig(models=["lsi", "lsi+shuffle", "lsi-unscaled"], labels_key="cell_type",
+                          batch_key="batch", folds=2, resolutions=[0.3, 0.6], n_starts=2,
+                          lsi_components=10)
     r = run_benchmark(small, cfg)
     assert set(r.results["split"]) == {"train", "validation"}
     assert set(r.results["model"]) == {"lsi", "lsi+shuffle", "lsi-unscaled"}

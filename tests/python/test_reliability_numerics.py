@@ -98,7 +98,8 @@ def test_snapshot_in_a_file_retries_exactly_as_in_memory(monkeypatch):
         monkeypatch.setattr(train_mod, "SPILL_OPTIMIZER_BYTES", limit)
         adata = _tiny()
         m = _setup(adata)
-        _poison_forward(m, lambda n: n == 2 * _calls_per_epoch(adata) + 2)
+        bad = 2 * _calls_per_epoch(adata) + 2
+        _poison_forward(m, lambda n, bad=bad: n == bad)
         m.train(max_epochs=4, lr=1e-3, **FAST)
         hist.append(m.history["train_loss"].to_numpy())
     np.testing.assert_array_equal(hist[0], hist[1])
