@@ -282,8 +282,10 @@ class Trainer:
         return self._finish_epoch(sums, epoch)
 
     def elapsed(self) -> float:
-        """Seconds since this trainer was built (the clock the time guard counts on)."""
-        return _now() - self.started
+        """Seconds this run has taken: since this trainer was built, plus the epochs of earlier
+        sessions when it resumed from a checkpoint (the time the time guard counts)."""
+        before = sum(r.get("seconds", 0.0) for r in self.history[:self.start_epoch])
+        return _now() - self.started + before
 
     def guard_limit(self) -> float | None:
         """Seconds the time guard holds this run to (:func:`schedule.time_limit` over all its
@@ -306,8 +308,7 @@ class Trainer:
         steady = [r["seconds"] for r in self.history[self.start_epoch + 1:]]
         if limit is None or len(steady) < schedule.GUARD_AFTER_EPOCHS or done >= plan.epochs:
             return False
-        before = sum(r.get("seconds", 0.0) for r in self.history[:self.start_epoch])
-        times = torch.tensor([self.elapsed() + before, float(np.median(steady)), 1.0],
+        times = torch.tensor([self.elapsed(), float(np.median(steady)), 1.0],
                              dtype=torch.float64, device=self.device)
         elapsed, per_epoch, n = self.strategy.reduce(times).tolist()
         elapsed, per_epoch = elapsed / n, per_epoch / n

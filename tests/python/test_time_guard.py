@@ -221,6 +221,8 @@ def test_a_shortened_run_resumes_on_its_shortened_schedule(small_adata, slow, tm
     resumed = _model(small_adata)
     assert _train(resumed, checkpoint_dir=tmp_path, resume=True) == []
     assert resumed.trainer_.plan == whole.trainer_.plan and len(resumed.history_) == 10
+    # the time the run has taken counts the first session's 4 epochs (5 s each) too
+    assert resumed.trainer_.elapsed() == pytest.approx(50.0)
     np.testing.assert_allclose(resumed.get_latent_representation(),
                                whole.get_latent_representation(), atol=1e-5)
 
